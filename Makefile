@@ -1,0 +1,43 @@
+# chexpert_nb: every command a user or CI needs. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := data/CheXpert-SYNTHETIC-sample
+RUNS := runs
+
+.PHONY: install sync-check test demo app bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Notebooks are the source: fail when exporting or cleaning them would change a tracked file.
+sync-check: $(STAMP)
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	@if [ -n "$$(git status --porcelain -- nbs chexpert_nb)" ]; then \
+	  git status --short -- nbs chexpert_nb; \
+	  echo "nbdev-export/nbdev-clean changed the files above: export and clean the notebooks, then commit both."; \
+	  exit 1; fi
+
+test: sync-check
+	$(BIN)/nbdev-test
+	$(BIN)/python -m pytest tests
+
+$(SAMPLE)/train.csv: $(STAMP)
+	$(BIN)/chexpert-sample $(SAMPLE)
+
+demo: $(STAMP) $(SAMPLE)/train.csv
+	mkdir -p $(RUNS)
+	cd nbs && for nb in 0*.ipynb; do \
+	  echo "== running nbs/$$nb (executed copy in $(RUNS)/$$nb)"; \
+	  ../$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir ../$(RUNS) "$$nb" || exit 1; done
+
+clean:
+	rm -rf $(RUNS) $(SAMPLE) .pytest_cache
