@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data/CheXpert-SYNTHETIC-sample
 RUNS := runs
+APP_PORT ?= 8866
 
 .PHONY: install sync-check test demo app bench clean
 
@@ -38,6 +39,11 @@ demo: $(STAMP) $(SAMPLE)/train.csv
 	  echo "== running nbs/$$nb (executed copy in $(RUNS)/$$nb)"; \
 	  ../$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
 	    --output-dir ../$(RUNS) "$$nb" || exit 1; done
+	$(BIN)/chexpert-app --port $(APP_PORT)
+
+# The Voila app on 127.0.0.1:$(APP_PORT) (preheated kernel, newest model in models/); Ctrl-C stops it.
+app: $(STAMP)
+	$(BIN)/chexpert-app --port $(APP_PORT)
 
 clean:
 	rm -rf $(RUNS) $(SAMPLE) .pytest_cache
