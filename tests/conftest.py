@@ -16,3 +16,17 @@ def sample_dir(tmp_path_factory):
     "A small synthetic CheXpert-layout sample written once per test session."
     from chexpert_nb.data import make_sample
     return make_sample(tmp_path_factory.mktemp('data')/'CheXpert-SYNTHETIC-sample', patients=24, seed=0)
+
+@pytest.fixture(scope='session')
+def trained_models(tmp_path_factory, sample_dir):
+    "A models folder with one bundle trained briefly on the synthetic sample (64 px, 1 epoch, CPU), with thresholds."
+    import json
+    from chexpert_nb.train import TrainConfig, train
+    models = tmp_path_factory.mktemp('models')
+    out = models/'tiny-densenet121'
+    train(TrainConfig(data=str(sample_dir), out=str(out), pretrained=False, size=64, epochs=1, bs=16, augment=False,
+                      num_workers=0, checkpoint_every=10**6), quiet=True)
+    config = json.loads((out/'config.json').read_text())  # thresholds as 03_evaluate saves them, for half of them
+    config['thresholds'] = {o: 0.5 for o in config['observations'][::2]}
+    (out/'config.json').write_text(json.dumps(config, indent=1))
+    return models

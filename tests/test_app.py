@@ -1,0 +1,91 @@
+"The app's callbacks with a real trained bundle and real X-rays, driven from Python as a browser upload would be."
+import io
+from datetime import datetime
+from pathlib import Path
+import numpy as np
+import pytest
+from PIL import Image
+from chexpert_nb.data import OBSERVATIONS
+from chexpert_nb.app import ChexpertApp, MAX_FILE_MB
+from chexpert_nb.infer import make_dicom
+
+
+def _file(name, content, size=None):
+    "One entry of an ipywidgets 8 `FileUpload.value`, as the browser sends it."
+    return {'name': name, 'type': '', 'size': len(content) if size is None else size,
+            'content': memoryview(content), 'last_modified': datetime.now()}
+
+def two_images(sample_dir) -> list:
+    "Two real chest X-rays (a 320 px JPEG and a 1024 px PNG, as a user would upload them), or two synthetic views."
+    from conftest import NIH
+    if (NIH/'labels.csv').exists():
+        paths = [sorted((NIH/'images').glob('*.jpg'))[0], sorted((NIH/'originals').glob('*.png'))[0]]
+    else: paths = sorted((sample_dir/'train').glob('patient*/study1/view*.jpg'))[:2]
+    return [(p.name, p.read_bytes()) for p in paths]
+
+@pytest.fixture(scope='module')
+def xrays(sample_dir): return two_images(sample_dir)
+
+@pytest.fixture(scope='module')
+def app(trained_models):
+    "One app for the module, as one browser session: every upload is a new study."
+    return ChexpertApp(trained_models)
+
+def _study(app):
+    t = app.table
+    assert list(t.index) == OBSERVATIONS
+    assert t['study'].between(0, 1).all()
+    return t
+
+def test_one_xray(app, xrays):
+    name, data = xrays[0]
+    app.upload.value = [_file(name, data)]
+    t = _study(app)
+    assert list(app.images) == [name] and app.errors == {}
+    assert app.table_html.value.count('class="study-prob"') == 14
+    assert app.chart.value[:8] == b'\x89PNG\r\n\x1a\n'
+    assert len(app.cams.children) == 1                       # the Grad-CAM overlay of the top observation
+
+def test_two_views_and_a_dicom(app, xrays):
+    arr = np.asarray(Image.open(io.BytesIO(xrays[0][1])).convert('L'), dtype=np.uint16) * 16  # 12-bit
+    dcm = make_dicom(arr)
+    app.upload.value = [_file(n, d) for n, d in xrays] + [_file('view3.dcm', dcm)]
+    t = _study(app)
+    views = [xrays[0][0], xrays[1][0], 'view3.dcm']
+    assert list(t.columns) == ['study', *views, 'threshold', 'decision']
+    np.testing.assert_allclose(t['study'], t[views].max(axis=1), rtol=1e-6)  # study level = max over views
+    th = app.predictor.thresholds
+    for obs in OBSERVATIONS:
+        want = None if obs not in th else ('positive' if t.loc[obs, 'study'] >= th[obs] else 'negative')
+        assert t.loc[obs, 'decision'] == want
+    assert len(app.cams.children) == 3
+    app.cam_picker.value = 'Cardiomegaly'
+    assert all('Cardiomegaly' in c.children[1].value for c in app.cams.children)
+
+def test_bad_files_beside_good_ones(app, xrays):
+    name, data = xrays[0]
+    app.upload.value = [_file('corrupt.jpg', data[:len(data) // 2]), _file(name, data),  # a half-copied JPEG
+                        _file('huge.png', b'', size=(MAX_FILE_MB + 1) * 2**20)]
+    assert set(app.errors) == {'corrupt.jpg', 'huge.png'} and list(app.images) == [name]
+    assert 'corrupt.jpg' in app.files.children[0].children[-1].value
+    assert 'file-error' in app.files.children[0].children[-1].value
+    assert f'up to {MAX_FILE_MB} MB' in app.files.children[2].children[-1].value
+    _study(app)
+    assert 'could not be read' in app.status.value
+    app.upload.value = [_file('corrupt.jpg', b'garbage')]     # only a bad file: no results, the app still works
+    assert app.table is None and app.results.layout.display == 'none'
+    before = app.study_count
+    app.upload.value = [_file(name, data)]
+    _study(app)
+    assert app.study_count == before + 1 and app.errors == {} and list(app.images) == [name]
+
+def test_uploads_are_not_written(app, xrays, tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.chdir(tmp_path); monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    app.upload.value = [_file(n, d) for n, d in xrays]
+    _study(app)
+    assert list(tmp_path.iterdir()) == []
+
+def test_no_model(tmp_path):
+    app = ChexpertApp(tmp_path)
+    assert app.upload.disabled and 'make demo' in app.status.value and app.predictor is None

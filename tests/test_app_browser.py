@@ -1,0 +1,128 @@
+"""The app in a real browser: Voila serves nbs/05_app.ipynb on a free port, Playwright drives Debian's Chromium.
+
+Timeouts are generous: on a busy 2-core machine the preheated kernel (torch, fastai, the model) takes a while."""
+import os, re, signal, socket, subprocess, time
+from pathlib import Path
+import pytest
+from conftest import ROOT
+from test_app import two_images
+
+CHROMIUM = Path('/usr/bin/chromium')
+ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-extensions']
+ARTIFACTS = ROOT/'artifacts'
+SLOW = 240_000  # ms: the longest wait for the page or for one study's results
+
+if not CHROMIUM.exists():
+    if os.environ.get('CI'): raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs it (apt-get install chromium)")
+    pytest.skip(f"the browser test needs Debian's Chromium at {CHROMIUM}: apt-get install chromium",
+                allow_module_level=True)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def _listening(port:int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(('127.0.0.1', port)) == 0
+
+@pytest.fixture(scope='module')
+def server(trained_models, tmp_path_factory):
+    "`(url, log)` of a Voila server of the app over `trained_models`, stopped by its PID at the end."
+    from chexpert_nb.app import voila_command
+    env = {**os.environ, 'CHEXPERT_MODELS': str(trained_models)}
+    env.pop('IN_TEST', None)
+    log = tmp_path_factory.mktemp('voila')/'voila.log'
+    for attempt in range(3):  # another process may take the free port before Voila does
+        port = _free_port()
+        proc = subprocess.Popen(voila_command(port), cwd=ROOT, env=env, stdout=log.open('w'),
+                                stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while proc.poll() is None and not _listening(port) and time.time() < deadline: time.sleep(0.5)
+        if proc.poll() is None and _listening(port): break
+        proc.kill(); proc.wait(30)
+    else: pytest.fail(f"Voila did not start; its log:\n{log.read_text()[-3000:]}")
+    yield f'http://127.0.0.1:{port}/', log
+    proc.send_signal(signal.SIGTERM)  # Voila shuts its kernels down on SIGTERM
+    try: proc.wait(60)
+    except subprocess.TimeoutExpired: proc.kill(); proc.wait(30)
+
+@pytest.fixture(scope='module')
+def page(server):
+    from playwright.sync_api import sync_playwright
+    url, log = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=120_000)
+        page = browser.new_page(viewport={'width': 1280, 'height': 2000})
+        page.set_default_timeout(SLOW)
+        page.goto(url, timeout=SLOW)
+        try: page.wait_for_selector('.chexpert-status[data-state="ready"]', timeout=SLOW)
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True); page.screenshot(path=str(ARTIFACTS/'app-not-ready.png'), full_page=True)
+            raise AssertionError(f"the app did not get ready; Voila's log:\n{log.read_text()[-3000:]}")
+        yield page
+        browser.close()
+
+def upload(page, files:list, study:int, state='done'):
+    "Upload `files` (paths) with the app's button and wait for study number `study` to finish."
+    with page.expect_file_chooser() as chooser:
+        page.locator('.chexpert-app button.widget-upload').click()
+    chooser.value.set_files([str(f) for f in files])
+    want = f'.chexpert-status[data-state="{state}"]'
+    if state == 'done': page.wait_for_selector(f'{want}:has-text("Study {study}:")')
+    else: page.wait_for_selector(want)
+    page.wait_for_function('document.querySelectorAll(".chexpert-status[data-state=busy]").length == 0')
+
+def probabilities(page, cls='study-prob') -> list[float]:
+    return [float(t) for t in page.locator(f'table.chexpert-table td.{cls}').all_inner_texts()]
+
+@pytest.fixture(scope='module')
+def files(sample_dir, tmp_path_factory):
+    "Two views of one study (real X-rays where ../shared has them), a corrupt JPEG, a file over Voila's message limit."
+    from chexpert_nb.app import WEBSOCKET_MAX_BYTES
+    d = tmp_path_factory.mktemp('uploads')
+    (n1, b1), (n2, b2) = two_images(sample_dir)
+    (d/n1).write_bytes(b1); (d/n2).write_bytes(b2)
+    (d/'corrupt.jpg').write_bytes(b1[:len(b1) // 2])
+    with open(d/'huge.dcm', 'wb') as f: f.truncate(WEBSOCKET_MAX_BYTES + 2**20)  # sparse; too large for one message
+    return {'view1': d/n1, 'view2': d/n2, 'corrupt': d/'corrupt.jpg', 'huge': d/'huge.dcm'}
+
+def test_banner_and_model(page):
+    assert 'not a medical device' in page.locator('.chexpert-banner').inner_text()
+    assert 'tiny-densenet121' in page.locator('.chexpert-app select').first.inner_text()
+    prose = page.locator('#rendered_cells .jp-MarkdownCell')
+    assert prose.count() > 3 and not any(prose.nth(i).is_visible() for i in range(prose.count()))  # the notebook's prose is hidden
+
+def test_one_xray(page, files):
+    upload(page, [files['view1']], study=1)
+    probs = probabilities(page)
+    assert len(probs) == 14 and all(0 <= p <= 1 for p in probs)
+    assert page.locator('.chexpert-card.card-ok').count() == 1
+    page.wait_for_function('document.querySelectorAll(".chexpert-app .widget-image").length >= 3')  # thumb, chart, CAM
+
+def test_two_views_study_level(page, files):
+    upload(page, [files['view1'], files['view2']], study=2)
+    assert page.locator('table.chexpert-table th.image-col').all_inner_texts() == [files['view1'].name, files['view2'].name]
+    study = probabilities(page)
+    views = probabilities(page, 'image-prob')
+    assert len(study) == 14 and len(views) == 28
+    for i, s in enumerate(study): assert s == max(views[2 * i], views[2 * i + 1])  # the study value is the max
+    decisions = page.locator('table.chexpert-table td.decision').all_inner_texts()
+    assert set(decisions) <= {'positive', 'negative', 'no threshold'} and 'no threshold' in decisions
+    assert len(set(decisions)) > 1  # the bundle has thresholds for half of the observations
+    assert '2 image(s) read' in page.locator('.chexpert-status').inner_text()
+    page.wait_for_function('document.querySelectorAll(".chexpert-app .chexpert-card img").length >= 4')
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS/'app-two-views.png'), full_page=True)
+
+def test_bad_files_and_the_page_keeps_working(page, files):
+    upload(page, [files['corrupt']], study=3, state='error')
+    err = page.locator('.chexpert-card.card-error').inner_text()
+    assert 'corrupt.jpg' in err and re.search('truncated|corrupt', err)
+    assert not page.locator('table.chexpert-table').is_visible()
+    upload(page, [files['huge'], files['view2']], study=4)  # too large: named and refused, the other file read
+    assert 'up to 50 MB' in page.locator('.chexpert-card.card-error').inner_text()
+    assert len(probabilities(page)) == 14
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS/'app-bad-files.png'), full_page=True)
