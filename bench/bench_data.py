@@ -1,0 +1,96 @@
+"""Data path: images/s through the project's training DataLoaders vs a plain decode + resize loop.
+
+Files: a synthetic CheXpert-layout sample (grayscale JPEGs of 320 x 320..400 px, like CheXpert-v1.0-small).
+- floor (baseline): for each file, `Image.open(f).convert('L').resize((size, size), Image.BILINEAR)`; nothing else.
+- pipeline: `chexpert_nb.train.chexpert_dls(...).train` at the same size: decode, squish resize, to tensor, collate,
+  the training augmentations (batch transforms on the DataLoaders' device), normalise.
+- pipeline on the cache: the same DataLoaders over `chexpert-cache` output at the same size (`chexpert_nb.fastdata`).
+- peer: torchxrayvision's `CheX_Dataset` (skimage decode, center crop, resize) in a torch DataLoader.
+All in one process, one worker (num_workers=0), alternated, medians. Target: pipeline time <= 1.25 x floor time.
+Last line: `RATIO data_pipeline_over_floor: pipeline s/img / floor s/img (target <= 1.25)`.
+Usage: python bench/bench_data.py [--size 320] [--bs 32] [--reps 3] [--patients 100] [--device cpu]
+"""
+import argparse, sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
+from common import header, interleaved, med, verdict, run_quiet, bench_sample, BENCH_DATA
+
+TARGET = 1.25
+
+
+def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads=1) -> int:
+    run_quiet()
+    import numpy as np, torch
+    if threads: torch.set_num_threads(threads)  # the floor uses one core; 2 threads stall when others share the cores
+    from PIL import Image
+    from chexpert_nb.data import read_chexpert_csv
+    from chexpert_nb.fastdata import cache_dataset
+    header(f'Data path at {size} px, batch {bs}, {workers} worker(s), batch transforms on {device}; '
+           f'torch threads {torch.get_num_threads()}')
+    root = bench_sample(patients)
+    train = read_chexpert_csv(root/'train.csv', root=root); valid = read_chexpert_csv(root/'valid.csv', root=root)
+    cache = cache_dataset(root, BENCH_DATA/f'cache-{patients}-{size}', size=size, workers=0, progress=False)
+    ctrain = read_chexpert_csv(cache/'train.csv', root=cache); cvalid = read_chexpert_csv(cache/'valid.csv', root=cache)
+    files = train['file'].tolist()
+    print(f"   {len(files)} training JPEGs, {np.mean([Path(f).stat().st_size for f in files]) / 1024:.0f} kB on "
+          f"average, e.g. {Image.open(files[0]).size}; cache at {size} px in {cache}")
+
+    def floor():
+        for f in files: Image.open(f).convert('L').resize((size, size), Image.BILINEAR)
+        return len(files)
+
+    runs = {'floor: PIL decode + resize (baseline)': floor}
+    try:
+        from chexpert_nb.train import chexpert_dls
+    except ImportError as e:
+        chexpert_dls = None; print(f"   chexpert_nb.train.chexpert_dls not available ({e}): pipeline not measured")
+    if chexpert_dls is not None:
+        def dl_run(dl):
+            def run():
+                n = 0
+                for x, y in dl: n += len(x)
+                return n
+            return run
+        kw = dict(size=size, bs=bs, num_workers=workers, device=torch.device(device))
+        runs['pipeline: chexpert_dls train (augment)'] = dl_run(chexpert_dls(train, valid, **kw).train)
+        runs['pipeline, no augmentation'] = dl_run(chexpert_dls(train, valid, augment=False, **kw).train)
+        runs['pipeline on the cache (augment)'] = dl_run(chexpert_dls(ctrain, cvalid, **kw).train)
+    try:
+        import torchvision, torchxrayvision as xrv
+        ds = xrv.datasets.CheX_Dataset(imgpath=str(root), csvpath=str(root/'train.csv'), views=['PA', 'AP', 'L'],
+                                       unique_patients=False, transform=torchvision.transforms.Compose(
+                                           [xrv.datasets.XRayCenterCrop(), xrv.datasets.XRayResizer(size, engine='cv2')
+                                            if _has_cv2() else xrv.datasets.XRayResizer(size)]))
+        xdl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=workers, drop_last=True)
+        def peer():
+            n = 0
+            for b in xdl: n += len(b['img'])
+            return n
+        runs['peer: torchxrayvision CheX_Dataset'] = peer
+    except Exception as e: print(f"   torchxrayvision peer not measured: {type(e).__name__}: {e}")
+
+    counts = {k: f() for k, f in runs.items()}  # also the warm-up
+    times = interleaved(runs, reps=reps, warmup=0)
+    per_img = {k: med(v) / counts[k] for k, v in times.items()}
+    base = per_img['floor: PIL decode + resize (baseline)']
+    for k in runs:
+        print(f"   {k:40s} {1 / per_img[k]:6.0f} img/s  {per_img[k] * 1000:6.2f} ms/img  {per_img[k] / base:5.2f}x floor"
+              f"  ({counts[k]} images, {reps} reps: {', '.join(f'{t:.2f}' for t in times[k])} s)")
+    if chexpert_dls is None:
+        print("RATIO data_pipeline_over_floor: not measured (no chexpert_nb.train yet) FAIL"); return 1
+    return verdict('data_pipeline_over_floor', per_img['pipeline: chexpert_dls train (augment)'] / base, TARGET)
+
+
+def _has_cv2():
+    try: import cv2; return True
+    except ImportError: return False
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--size', type=int, default=320); ap.add_argument('--bs', type=int, default=32)
+    ap.add_argument('--reps', type=int, default=3); ap.add_argument('--patients', type=int, default=100)
+    ap.add_argument('--device', default='cpu'); ap.add_argument('--workers', type=int, default=0)
+    ap.add_argument('--threads', type=int, default=1, help='torch intra-op threads (0: leave as is)')
+    a = ap.parse_args()
+    sys.exit(main(a.size, a.bs, a.reps, a.patients, a.device, a.workers, a.threads))
