@@ -1,0 +1,104 @@
+"""DenseNet-121 training throughput on one GPU, through the project's own DataLoaders and Learner.
+
+320 px (the paper's size), mixed precision and channels-last (what `chexpert_learner` turns on on CUDA), batches of
+`--bs`, over synthetic CheXpert-layout JPEGs written first (drawn shapes, not X-rays: the pixels do not matter for
+speed, their decoding does). Prints images/second of the whole pipeline, peak GPU memory, the share of each step
+spent waiting for the next batch, and, as the baseline measured in the same run, the images/second of the same
+model and optimizer on batches already on the GPU (compute only). The ratio pipeline / compute says how much the
+data path costs: close to 1 means the GPU is the bottleneck.
+
+    python bench/gpu_train.py                      # ~3 minutes on an H100, including writing 2,000 JPEGs
+    python bench/gpu_train.py --bs 32 --steps 150 --workers 16
+
+Needs a CUDA GPU; exits 2 without one. Writes gpu_train.json into $OUT when that is set.
+"""
+from __future__ import annotations
+import argparse, json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, run_quiet, BENCH_DATA, verdict
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--patients', type=int, default=800, help="synthetic patients (about 2.5 images each)")
+    p.add_argument('--size', type=int, default=320)
+    p.add_argument('--bs', type=int, default=32)
+    p.add_argument('--steps', type=int, default=100, help="timed training steps after --warmup")
+    p.add_argument('--warmup', type=int, default=15)
+    p.add_argument('--workers', type=int, default=None, help="DataLoader workers (default: all cores, at most 16)")
+    args = p.parse_args()
+    run_quiet()
+    import torch
+    if not torch.cuda.is_available(): print("no CUDA GPU: this benchmark needs one"); sys.exit(2)
+    from fastai.vision.all import Callback, CancelFitException
+    from chexpert_nb.data import make_sample, read_chexpert_csv
+    from chexpert_nb.labels import resolve_policy, ChexpertLoss
+    from chexpert_nb.train import chexpert_dls, chexpert_learner, build_model, paper_adam
+    from chexpert_nb.data import COMPETITION_TASKS
+    header(f"gpu_train: DenseNet-121 at {args.size} px, bs {args.bs}, mixed precision, channels-last")
+    print(f"   GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+
+    t0 = time.time()
+    root = BENCH_DATA/f'gpu-sample-{args.patients}'
+    if not (root/'valid.csv').exists(): make_sample(root, patients=args.patients, seed=0)
+    train_df = read_chexpert_csv(root/'train.csv', root=root)
+    valid_df = read_chexpert_csv(root/'valid.csv', root=root)
+    print(f"   data: {len(train_df)} synthetic JPEGs ready in {time.time()-t0:.0f}s", flush=True)
+
+    workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
+    dls = chexpert_dls(train_df, valid_df, size=args.size, bs=args.bs, num_workers=workers, device='cuda')
+    config = {'arch': 'densenet121', 'n_in': 1, 'pretrained': False, 'policy': resolve_policy(), 'n_outputs': 14,
+              'tasks': COMPETITION_TASKS}
+
+    class Timer(Callback):
+        "Per-step wall time and the part of it spent waiting for the batch; stops after warmup + steps."
+        order = 100
+        def before_fit(self): self.n, self.wait, self.step, self.t_end = 0, [], [], None
+        def before_batch(self):
+            now = time.perf_counter()
+            if self.t_end is not None and self.n >= args.warmup: self.wait.append(now - self.t_end)
+        def after_batch(self):
+            torch.cuda.synchronize()
+            now = time.perf_counter()
+            if self.t_end is not None and self.n >= args.warmup: self.step.append(now - self.t_end)
+            self.t_end, self.n = now, self.n + 1
+            if self.n >= args.warmup + args.steps: raise CancelFitException()
+
+    learn = chexpert_learner(dls, config, path=BENCH_DATA/'gpu-train-model')
+    timer = Timer()
+    torch.cuda.reset_peak_memory_stats()
+    epochs = 1 + (args.warmup + args.steps) // len(dls.train)
+    learn.fit_one_cycle(epochs, 1e-4, cbs=[timer])
+    step, wait = sum(timer.step), sum(timer.wait)
+    pipeline = args.bs * len(timer.step) / step
+    peak = torch.cuda.max_memory_allocated() / 2**30
+
+    # baseline: the same model, loss and optimizer, AMP and channels-last, on batches already on the GPU
+    model = build_model(config).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))
+    loss_func, scaler = ChexpertLoss(), torch.amp.GradScaler()
+    x = torch.randn(args.bs, 1, args.size, args.size, device='cuda').to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (args.bs, 14), device='cuda').float()
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup: torch.cuda.synchronize(); t = time.perf_counter()
+        with torch.autocast('cuda', dtype=torch.float16): loss = loss_func(model(x), y)
+        opt.zero_grad(); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+    torch.cuda.synchronize()
+    compute = args.bs * args.steps / (time.perf_counter() - t)
+
+    result = {'gpu': torch.cuda.get_device_name(), 'size': args.size, 'bs': args.bs, 'workers': workers,
+              'steps': len(timer.step), 'pipeline_images_per_s': round(pipeline, 1),
+              'compute_only_images_per_s': round(compute, 1), 'data_wait_share': round(wait / step, 3),
+              'peak_gpu_memory_gib': round(peak, 2), 'cpu_cores': os.cpu_count()}
+    print(f"   pipeline (project DataLoaders + Learner): {pipeline:.0f} images/s; waiting for data "
+          f"{100*wait/step:.1f}% of step time; peak GPU memory {peak:.2f} GiB ({workers} workers)")
+    print(f"   baseline (same model, batches already on the GPU): {compute:.0f} images/s")
+    print(f"   one epoch of the 223,414 CheXpert training images at this rate: "
+          f"{223_414/pipeline/60:.0f} minutes")
+    if os.environ.get('OUT'): (Path(os.environ['OUT'])/'gpu_train.json').write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    sys.exit(verdict('gpu_train pipeline/compute images per second', pipeline / compute, 0.8, '>='))
+
+
+if __name__ == '__main__': main()

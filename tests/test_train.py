@@ -1,0 +1,88 @@
+"Training end to end: chexpert-train, interruption and --resume, two processes under accelerate, the learning test."
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+
+from chexpert_nb.data import PATHOLOGIES, make_sample
+from chexpert_nb.labels import to_probs
+from chexpert_nb.train import TrainConfig, train, load_frames, load_bundle, chexpert_dls, auroc_table, nanmean
+
+BIN = Path(sys.executable).parent
+TINY = ['--no-pretrained', '--size', '32', '--bs', '4', '--num-workers', '0', '--quiet', '--seed', '1']
+PLANTED = PATHOLOGIES + ['Support Devices']  # every observation with a drawn sign (No Finding is their absence)
+
+def _run(args, **kw):
+    return subprocess.run([str(BIN/'chexpert-train'), *map(str, args)], capture_output=True, text=True, **kw)
+
+def _bundle_auroc(out:Path) -> float:
+    "nanmean AUROC of the bundle in `out`, recomputed from its weights on its run's validation frame."
+    model, config = load_bundle(out)
+    cfg = TrainConfig(**json.loads((out/'checkpoints'/'train_config.json').read_text()))
+    train_df, valid_df = load_frames(cfg, Path(cfg.data))
+    dls = chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, num_workers=0, device='cpu')
+    probs, targs = [], []
+    with torch.no_grad():
+        for x, y in dls.valid: probs.append(to_probs(model(x), config['policy'])); targs.append(y)
+    from chexpert_nb.data import OBSERVATIONS
+    idx = [OBSERVATIONS.index(t) for t in cfg.tasks]
+    return nanmean(auroc_table(torch.cat(probs).numpy()[:, idx], torch.cat(targs).numpy()[:, idx], cfg.tasks))
+
+def test_pretrained_without_weights_fails_loudly(sample_dir, tmp_path):
+    r = _run(['--data', sample_dir, '--out', tmp_path/'m', '--size', '32', '--epochs', '1', '--quiet'])
+    assert r.returncode != 0
+    assert 'could not load the ImageNet weights' in r.stderr and '--no-pretrained' in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'m'/'model.safetensors').exists()
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
+    out = tmp_path/'m'
+    args = ['--data', sample_dir, '--out', out, '--epochs', '2', '--checkpoint-every', '3', *TINY]
+    p = subprocess.Popen([str(BIN/'chexpert-train'), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last, t0 = out/'checkpoints'/'last.json', time.time()
+    try:
+        while time.time() - t0 < 300:  # wait for a checkpoint in the middle of the first epoch, then kill -9
+            if last.exists() and json.loads(last.read_text())['batch'] > 0: break
+            assert p.poll() is None, p.stdout.read().decode()[-2000:]
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL); p.wait()
+    finally:
+        if p.poll() is None: p.kill()
+    state = json.loads(last.read_text())
+    assert state['epoch'] == 0 and state['batch'] in (3, 6, 9) and not (out/'model.safetensors').exists()
+    assert (out/'checkpoints'/f"{state['file']}.pth").exists()
+    r = _run(['--out', out, '--resume', '--quiet'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {out} at stage 1, epoch 0, batch {state['batch']}" in r.stdout
+    end = json.loads(last.read_text())
+    n = end['batches_per_epoch']
+    assert end['epoch'] == 2 and end['batch'] == 0
+    assert end['batches_run'] == 2 * n - state['batch']  # nothing before the checkpoint was trained again
+    history = pd.read_csv(out/'history.csv')
+    assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs
+    assert (out/'model.safetensors').exists() and json.loads((out/'config.json').read_text())['pretrained'] is False
+    r = _run(['--out', out, '--data', sample_dir, *TINY])
+    assert r.returncode != 0 and '--resume' in r.stderr  # never overwrites a run silently
+
+def test_two_processes_with_accelerate_gather_the_validation_set(sample_dir, tmp_path):
+    out = tmp_path/'ddp'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([str(BIN/'accelerate'), 'launch', '--cpu', '--num_processes', '2', '--num_machines', '1',
+                        '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'chexpert_nb.train',
+                        '--data', str(sample_dir), '--out', str(out), '--epochs', '1', '--valid-pct', '0.3',
+                        '--tasks', ','.join(PLANTED), *TINY], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert 'world size 2' in r.stdout or r.stdout.count('wrote the model bundle') == 1
+    history = pd.read_csv(out/'history.csv')
+    assert len(history) == 1
+    # the AUROC logged during training is the one over the whole validation set (both processes' halves)
+    assert np.isclose(history['nanmean_auroc'][0], _bundle_auroc(out), atol=1e-4)
+
+def test_learns_the_planted_signs(tmp_path):
+    "A short run on a synthetic sample reaches a mean AUROC >= 0.85 over the observations with planted signs."
+    root = make_sample(tmp_path/'CheXpert-SYNTHETIC-sample', patients=150, seed=0)
+    cfg = TrainConfig(data=str(root), out=str(tmp_path/'m'), pretrained=False, size=64, epochs=4, bs=16, lr=3e-3,
+                      frontal_only=True, valid='official', tasks=PLANTED, num_workers=0, checkpoint_every=10_000)
+    train(cfg, quiet=True)
+    best = json.loads((tmp_path/'m'/'config.json').read_text())['metrics']
+    print({k: round(v, 3) for k, v in best.items() if v is not None})
+    assert best['nanmean_auroc'] >= 0.85
+    assert np.isclose(_bundle_auroc(tmp_path/'m'), best['nanmean_auroc'], atol=1e-4)
