@@ -45,5 +45,14 @@ demo: $(STAMP) $(SAMPLE)/train.csv
 app: $(STAMP)
 	$(BIN)/chexpert-app --port $(APP_PORT)
 
+# Benchmarks (bench/, figures in bench/RESULTS.md): each compares with a baseline timed in the same run and ends with
+# a RATIO line; the target exits 1 when any ratio misses its target (after running them all).
+BENCHES := bench_csv bench_data bench_train bench_predict bench_predict_folder
+bench: $(STAMP)
+	@failed=""; for b in $(BENCHES); do \
+	  if [ ! -f bench/$$b.py ]; then echo "== bench/$$b.py: not there, skipped"; continue; fi; \
+	  $(BIN)/python bench/$$b.py || failed="$$failed $$b"; echo; done; \
+	if [ -n "$$failed" ]; then echo "missed their targets:$$failed (see bench/RESULTS.md)"; exit 1; fi
+
 clean:
 	rm -rf $(RUNS) $(SAMPLE) .pytest_cache

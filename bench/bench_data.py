@@ -5,6 +5,8 @@ Files: a synthetic CheXpert-layout sample (grayscale JPEGs of 320 x 320..400 px,
 - pipeline: `chexpert_nb.train.chexpert_dls(...).train` at the same size: decode, squish resize, to tensor, collate,
   the training augmentations (batch transforms on the DataLoaders' device), normalise.
 - pipeline on the cache: the same DataLoaders over `chexpert-cache` output at the same size (`chexpert_nb.fastdata`).
+- pipeline with radiograph_block: the same DataBlock with `chexpert_nb.fastdata.radiograph_block` (the same
+  augmentations per image, in one warp and one lookup table, instead of fastai's batch transforms).
 - peer: torchxrayvision's `CheX_Dataset` (skimage decode, center crop, resize) in a torch DataLoader.
 All in one process, one worker (num_workers=0), alternated, medians. Target: pipeline time <= 1.25 x floor time.
 Last line: `RATIO data_pipeline_over_floor: pipeline s/img / floor s/img (target <= 1.25)`.
@@ -55,6 +57,8 @@ def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads
         runs['pipeline: chexpert_dls train (augment)'] = dl_run(chexpert_dls(train, valid, **kw).train)
         runs['pipeline, no augmentation'] = dl_run(chexpert_dls(train, valid, augment=False, **kw).train)
         runs['pipeline on the cache (augment)'] = dl_run(chexpert_dls(ctrain, cvalid, **kw).train)
+        runs['pipeline with radiograph_block (augment)'] = dl_run(_fast_dls(chexpert_dls, train, valid, **kw).train)
+        runs['... with radiograph_block, on the cache'] = dl_run(_fast_dls(chexpert_dls, ctrain, cvalid, **kw).train)
     try:
         import torchvision, torchxrayvision as xrv
         ds = xrv.datasets.CheX_Dataset(imgpath=str(root), csvpath=str(root/'train.csv'), views=['PA', 'AP', 'L'],
@@ -79,6 +83,24 @@ def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads
     if chexpert_dls is None:
         print("RATIO data_pipeline_over_floor: not measured (no chexpert_nb.train yet) FAIL"); return 1
     return verdict('data_pipeline_over_floor', per_img['pipeline: chexpert_dls train (augment)'] / base, TARGET)
+
+
+def _fast_dls(chexpert_dls, train, valid, size, bs, num_workers, device):
+    "chexpert_dls with the fastdata loader: A's own option when it has one, else the same DataBlock built here."
+    import inspect, numpy as np
+    if 'fast_aug' in inspect.signature(chexpert_dls).parameters:
+        return chexpert_dls(train, valid, size=size, bs=bs, num_workers=num_workers, device=device, fast_aug=True)
+    from fastai.vision.all import DataBlock, TransformBlock, IndexSplitter, Normalize
+    from chexpert_nb.labels import make_targets
+    from chexpert_nb.train import normalize_stats, _Lookup
+    from chexpert_nb.fastdata import radiograph_block
+    files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
+    targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
+    st = normalize_stats(1)
+    block = DataBlock(blocks=(radiograph_block(size), TransformBlock()), get_x=_Lookup(files),
+                      get_y=_Lookup(targets, tensor=True), splitter=IndexSplitter(np.arange(len(train), len(files))),
+                      batch_tfms=[Normalize.from_stats(st['mean'], st['std'])])
+    return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)
 
 
 def _has_cv2():
