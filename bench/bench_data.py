@@ -8,6 +8,8 @@ Files: a synthetic CheXpert-layout sample (grayscale JPEGs of 320 x 320..400 px,
 - pipeline with radiograph_block: the same DataBlock with `chexpert_nb.fastdata.radiograph_block` (the same
   augmentations per image, in one warp and one lookup table, instead of fastai's batch transforms).
 - peer: torchxrayvision's `CheX_Dataset` (skimage decode, center crop, resize) in a torch DataLoader.
+- full resolution (information, where the levers pay): 2320 x 2828 JPEGs read at the training size in full, with
+  reduced-size JPEG decoding (`open_gray`), and from a resized cache.
 All in one process, one worker (num_workers=0), alternated, medians. Target: pipeline time <= 1.25 x floor time.
 Last line: `RATIO data_pipeline_over_floor: pipeline s/img / floor s/img (target <= 1.25)`.
 Usage: python bench/bench_data.py [--size 320] [--bs 32] [--reps 3] [--patients 100] [--device cpu]
@@ -20,7 +22,7 @@ from common import header, interleaved, med, verdict, run_quiet, bench_sample, B
 TARGET = 1.25
 
 
-def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads=1) -> int:
+def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads=1, full_res=8) -> int:
     run_quiet()
     import numpy as np, torch
     if threads: torch.set_num_threads(threads)  # the floor uses one core; 2 threads stall when others share the cores
@@ -80,9 +82,36 @@ def main(size=320, bs=32, reps=3, patients=100, device='cpu', workers=0, threads
     for k in runs:
         print(f"   {k:40s} {1 / per_img[k]:6.0f} img/s  {per_img[k] * 1000:6.2f} ms/img  {per_img[k] / base:5.2f}x floor"
               f"  ({counts[k]} images, {reps} reps: {', '.join(f'{t:.2f}' for t in times[k])} s)")
+    if full_res: _full_res(size, full_res, reps)
     if chexpert_dls is None:
         print("RATIO data_pipeline_over_floor: not measured (no chexpert_nb.train yet) FAIL"); return 1
     return verdict('data_pipeline_over_floor', per_img['pipeline: chexpert_dls train (augment)'] / base, TARGET)
+
+
+def _full_res(size, n, reps):
+    "Where the levers pay: full-resolution CheXpert-v1.0-size JPEGs (2320 x 2828) read at the training size."
+    import numpy as np
+    from PIL import Image, ImageFilter
+    from chexpert_nb.data import draw_synthetic
+    from chexpert_nb.fastdata import open_gray, cache_dataset
+    d = BENCH_DATA/f'full-res-{n}'
+    files = [d/f'img{i}.jpg' for i in range(n)]
+    if not all(f.exists() for f in files):
+        d.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(0)
+        for f in files:  # blurred: per-pixel noise at this size would make files 5x larger than real radiographs
+            Image.fromarray(draw_synthetic({}, rng, w=2320, h=2828)).filter(ImageFilter.GaussianBlur(2)).save(f, quality=90)
+    small = [d/'cache'/f.name for f in files]
+    (d/'cache').mkdir(exist_ok=True)
+    for f, c in zip(files, small):
+        if not c.exists(): open_gray(f, size).resize((size, size), Image.BILINEAR).save(c, quality=95)
+    runs = {'full decode + resize (floor)': lambda: [Image.open(f).convert('L').resize((size, size), Image.BILINEAR) for f in files],
+            'open_gray (1/2..1/8 JPEG decoding) + resize': lambda: [open_gray(f, size).resize((size, size), Image.BILINEAR) for f in files],
+            f'from the {size} px cache (decode + no-op resize)': lambda: [Image.open(c).convert('L').resize((size, size), Image.BILINEAR) for c in small]}
+    times = interleaved(runs, reps=reps, warmup=1)
+    base = med(times['full decode + resize (floor)'])
+    print(f"   full resolution: {n} JPEGs of 2320 x 2828, {np.mean([f.stat().st_size for f in files]) / 1024:.0f} kB on average")
+    for k, v in times.items():
+        print(f"   {k:46s} {n / med(v):6.0f} img/s  {med(v) / n * 1000:6.1f} ms/img  {base / med(v):5.1f}x faster than the floor")
 
 
 def _fast_dls(chexpert_dls, train, valid, size, bs, num_workers, device):
@@ -114,5 +143,6 @@ if __name__ == '__main__':
     ap.add_argument('--reps', type=int, default=3); ap.add_argument('--patients', type=int, default=100)
     ap.add_argument('--device', default='cpu'); ap.add_argument('--workers', type=int, default=0)
     ap.add_argument('--threads', type=int, default=1, help='torch intra-op threads (0: leave as is)')
+    ap.add_argument('--full-res', type=int, default=8, help='full-resolution JPEGs for the decoding/cache levers (0: skip)')
     a = ap.parse_args()
-    sys.exit(main(a.size, a.bs, a.reps, a.patients, a.device, a.workers, a.threads))
+    sys.exit(main(a.size, a.bs, a.reps, a.patients, a.device, a.workers, a.threads, a.full_res))
