@@ -56,3 +56,77 @@ def test_damaged_real_files_fail_with_their_name(nih_dir, tmp_path):
         (tmp_path/name).write_bytes(data)
         with pytest.raises(ImageLoadError) as e: load_image(tmp_path/name)
         assert str(e.value).startswith(str(tmp_path/name)), str(e.value)
+
+
+@pytest.fixture(scope='module')
+def mc_run(sample_dir, tmp_path_factory):
+    "A bundle trained briefly (64 px, 1 epoch, 3 input channels, Atelectasis U-MultiClass) and its learner."
+    from chexpert_nb.labels import DEFAULT_POLICY
+    from chexpert_nb.train import TrainConfig, train
+    cfg = TrainConfig(data=str(sample_dir), out=str(tmp_path_factory.mktemp('models')/'mc'), pretrained=False, size=64,
+                      n_in=3, epochs=1, bs=16, lr=2e-3, num_workers=0, checkpoint_every=10**6, augment=False,
+                      policy=DEFAULT_POLICY | {'Atelectasis': 'U-MultiClass'})
+    learn = train(cfg, quiet=True)
+    return cfg, learn
+
+
+def test_predictor_equals_the_trained_learner(mc_run, sample_dir):
+    "The learner train() returns and the predictor over its bundle give the same probabilities on its validation images."
+    from chexpert_nb.train import load_frames
+    cfg, learn = mc_run
+    pred = Predictor.from_bundle(cfg.out, device='cpu')
+    assert pred.config['n_in'] == 3 and pred.config['n_outputs'] == 16
+    _, valid = load_frames(cfg, sample_dir)
+    with learn.no_bar(): ref = learn.get_preds(dl=learn.dls.valid)[0].numpy()
+    ours = pred.predict([Path(f).read_bytes() for f in valid.file])
+    assert ours.shape == ref.shape == (len(valid), 14)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_gradcam_on_a_real_radiograph(mc_run, nih_dir):
+    cfg, _ = mc_run
+    pred = Predictor.from_bundle(cfg.out, device='cpu')
+    png = sorted((nih_dir/'originals').glob('*.png'))[0]
+    for obs in ('Atelectasis', 'Edema'):  # U-MultiClass and binary
+        h = pred.gradcam(png, obs)
+        assert h.shape == (1024, 1024) and np.isfinite(h).all() and 0 <= h.min() <= h.max() <= 1
+
+
+def _predict(*args):
+    return subprocess.run([str(BIN/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)
+
+
+def test_chexpert_predict_end_to_end(mc_run, sample_dir, nih_dir, tmp_path):
+    "Folders of real PNG originals and of a CheXpert-layout study tree plus a broken file: rows, study rows, exit 1."
+    cfg, _ = mc_run
+    (tmp_path/'broken.png').write_bytes(sorted((nih_dir/'originals').glob('*.png'))[0].read_bytes()[:5000])
+    out = tmp_path/'predictions.csv'
+    r = _predict(nih_dir/'originals', sample_dir/'valid', tmp_path/'broken.png', '--model', cfg.out, '--out', out, '--batch-size', 5)
+    assert r.returncode == 1, r.stderr
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns) == ['path', 'level', *OBSERVATIONS, 'error']
+    images, studies = df[df.level == 'image'], df[df.level == 'study']
+    valid = read_chexpert_csv(sample_dir/'valid.csv', root=sample_dir)
+    assert len(images) == 12 + len(valid) + 1
+    bad = images[images.path.str.endswith('broken.png')].iloc[0]
+    assert 'broken.png is truncated or corrupt' in bad.error and bad['Edema'] == ''
+    assert (images.error != '').sum() == 1
+    multi = valid.groupby('study').size()
+    assert len(studies) == (multi > 1).sum() and (studies.error == '').all()  # folders of 2..6 views
+    assert not studies.path.str.endswith('originals').any()  # 12 patients in one folder: not a study
+    s = multi.idxmax()  # a study with several views: its row is the maximum over them
+    row = studies[studies.path.str.endswith(s)].iloc[0]
+    views = images[images.path.str.contains(s + '/', regex=False)]
+    assert np.isclose(float(row['Cardiomegaly']), views['Cardiomegaly'].astype(float).max())
+    pred = Predictor.from_bundle(cfg.out, device='cpu')
+    originals = images[images.path.str.contains('originals')]
+    np.testing.assert_allclose(originals[OBSERVATIONS].astype(float).to_numpy(), pred.predict(list(originals.path)), atol=2e-6)
+    r = _predict(nih_dir/'originals', '--model', cfg.out, '--out', tmp_path/'ok.csv')
+    assert r.returncode == 0 and '12 images (0 failed)' in r.stderr, r.stderr
+
+
+def test_chexpert_predict_usage_errors(tmp_path):
+    r = _predict(tmp_path)
+    assert r.returncode != 0 and '--model is required' in r.stderr
+    r = _predict(tmp_path, '--model', tmp_path)
+    assert r.returncode != 0 and 'no config.json' in r.stderr
