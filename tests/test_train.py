@@ -86,3 +86,24 @@ def test_learns_the_planted_signs(tmp_path):
     print({k: round(v, 3) for k, v in best.items() if v is not None})
     assert best['nanmean_auroc'] >= 0.85
     assert np.isclose(_bundle_auroc(tmp_path/'m'), best['nanmean_auroc'], atol=1e-4)
+
+def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_path):
+    "U-SelfTrained trains twice (the second time on relabelled uncertain labels); U-MultiClass gets 3 outputs."
+    policy = {'Edema': 'U-SelfTrained', 'Cardiomegaly': 'U-MultiClass'}
+    cfg = TrainConfig(data=str(sample_dir), out=str(tmp_path/'m'), pretrained=False, size=32, epochs=1, bs=4,
+                      policy=policy, num_workers=0, seed=1)
+    learn = train(cfg, quiet=True)
+    out = tmp_path/'m'
+    assert pd.read_csv(out/'history.csv')['epoch'].tolist() == [0, 0]  # one epoch per stage
+    relabel = np.load(out/'checkpoints'/'relabel.npy')
+    train_df, _ = load_frames(cfg, sample_dir)
+    assert relabel.shape == (len(train_df), 14) and ((relabel >= 0) & (relabel <= 1)).all()
+    from chexpert_nb.data import OBSERVATIONS
+    j = OBSERVATIONS.index('Edema')
+    unc = (train_df['Edema'] == -1).to_numpy()
+    assert unc.any()
+    y = learn.dls.targets[:len(train_df)]  # the stage-2 targets
+    assert np.allclose(y[unc, j], relabel[unc, j]) and set(np.unique(y[~unc, j])) <= {0.0, 1.0}
+    model, config = load_bundle(out)
+    assert config['n_outputs'] == 16 and config['policy']['Cardiomegaly'] == 'U-MultiClass'
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 16)
