@@ -8,13 +8,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope='module')
-def bundle(sample_dir, tmp_path_factory):
-    "A bundle trained briefly on the synthetic sample (64 px, 1 epoch, CPU), default policy."
-    from chexpert_nb.train import TrainConfig, train
-    out = tmp_path_factory.mktemp('models')/'tiny'
-    train(TrainConfig(data=str(sample_dir), out=str(out), pretrained=False, size=64, epochs=1, bs=16, lr=2e-3,
-                      num_workers=0, checkpoint_every=10**6, augment=False), quiet=True)
-    return out
+def bundle(trained_models):
+    "The session's bundle trained briefly on the synthetic sample (conftest's `trained_models`); tests work on copies."
+    return trained_models/'tiny-densenet121'
 
 
 def _evaluate(*args):
