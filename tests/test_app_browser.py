@@ -79,14 +79,20 @@ def probabilities(page, cls='study-prob') -> list[float]:
 
 @pytest.fixture(scope='module')
 def files(sample_dir, tmp_path_factory):
-    "Two views of one study (real X-rays where ../shared has them), a corrupt JPEG, a file over Voila's message limit."
+    """Two views of one study (real X-rays where ../shared has them), a corrupt JPEG, a file over Voila's message
+    limit, a 45 MB DICOM."""
     from chexpert_nb.app import WEBSOCKET_MAX_BYTES
     d = tmp_path_factory.mktemp('uploads')
     (n1, b1), (n2, b2) = two_images(sample_dir)
     (d/n1).write_bytes(b1); (d/n2).write_bytes(b2)
     (d/'corrupt.jpg').write_bytes(b1[:len(b1) // 2])
     with open(d/'huge.dcm', 'wb') as f: f.truncate(WEBSOCKET_MAX_BYTES + 2**20)  # sparse; too large for one message
-    return {'view1': d/n1, 'view2': d/n2, 'corrupt': d/'corrupt.jpg', 'huge': d/'huge.dcm'}
+    import io, numpy as np
+    from PIL import Image
+    from chexpert_nb.infer import make_dicom
+    big = Image.open(io.BytesIO(b2)).convert('L').resize((4750, 4750))  # 12-bit, 45 MB: a large detector's DICOM
+    (d/'large.dcm').write_bytes(make_dicom(np.asarray(big, dtype=np.uint16) * 16))
+    return {'view1': d/n1, 'view2': d/n2, 'corrupt': d/'corrupt.jpg', 'huge': d/'huge.dcm', 'large': d/'large.dcm'}
 
 def test_banner_and_model(page):
     assert 'not a medical device' in page.locator('.chexpert-banner').inner_text()
@@ -126,3 +132,10 @@ def test_bad_files_and_the_page_keeps_working(page, files):
     assert len(probabilities(page)) == 14
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS/'app-bad-files.png'), full_page=True)
+
+def test_a_45_mb_dicom(page, files):
+    "Over a Jupyter server's default 10 MB websocket message: it arrives because `make app` raises Voila's limit."
+    assert files['large'].stat().st_size > 40 * 2**20
+    upload(page, [files['large']], study=5)
+    assert '4750 x 4750' in page.locator('.chexpert-card.card-ok').inner_text()
+    assert len(probabilities(page)) == 14
