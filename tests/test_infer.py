@@ -130,3 +130,5 @@ def test_chexpert_predict_usage_errors(tmp_path):
     assert r.returncode != 0 and '--model is required' in r.stderr
     r = _predict(tmp_path, '--model', tmp_path)
     assert r.returncode != 0 and 'no config.json' in r.stderr
+    r = _predict(tmp_path, '--model', tmp_path, '--out', tmp_path/'no'/'such'/'p.csv')
+    assert r.returncode != 0 and 'its folder does not exist' in r.stderr
