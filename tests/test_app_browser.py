@@ -130,6 +130,7 @@ def test_bad_files_and_the_page_keeps_working(page, files):
     upload(page, [files['huge'], files['view2']], study=4)  # too large: named and refused, the other file read
     assert 'up to 50 MB' in page.locator('.chexpert-card.card-error').inner_text()
     assert len(probabilities(page)) == 14
+    page.wait_for_function('document.querySelectorAll(".chexpert-app .chexpert-card img").length >= 2')  # + Grad-CAM
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS/'app-bad-files.png'), full_page=True)
 
