@@ -65,7 +65,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
 def test_two_processes_with_accelerate_gather_the_validation_set(sample_dir, tmp_path):
     out = tmp_path/'ddp'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run([str(BIN/'accelerate'), 'launch', '--cpu', '--num_processes', '2', '--num_machines', '1',
+    r = subprocess.run([str(BIN/'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
                         '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'chexpert_nb.train',
                         '--data', str(sample_dir), '--out', str(out), '--epochs', '1', '--valid-pct', '0.3',
                         '--tasks', ','.join(PLANTED), *TINY], capture_output=True, text=True, env=env)
