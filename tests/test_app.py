@@ -38,6 +38,7 @@ def _study(app):
     return t
 
 def test_one_xray(app, xrays):
+    assert app.model_dir.name == 'tiny-densenet121' and app.model_picker.disabled  # one model: nothing to choose
     name, data = xrays[0]
     app.upload.value = [_file(name, data)]
     t = _study(app)
