@@ -10,7 +10,7 @@ data path costs: close to 1 means the GPU is the bottleneck.
     python bench/gpu_train.py                      # ~3 minutes on an H100, including writing 2,000 JPEGs
     python bench/gpu_train.py --bs 32 --steps 150 --workers 16
 
-Needs a CUDA GPU; exits 2 without one. Writes gpu_train.json into $OUT when that is set.
+Needs a CUDA GPU; exits 2 without one (`--dry-run` checks the code path on the CPU with tiny settings). Writes gpu_train.json into $OUT when that is set.
 """
 from __future__ import annotations
 import argparse, json, os, sys, time
@@ -27,17 +27,22 @@ def main():
     p.add_argument('--steps', type=int, default=100, help="timed training steps after --warmup")
     p.add_argument('--warmup', type=int, default=15)
     p.add_argument('--workers', type=int, default=None, help="DataLoader workers (default: all cores, at most 16)")
+    p.add_argument('--dry-run', action='store_true', help="check the code path on the CPU with tiny settings (no figures)")
     args = p.parse_args()
     run_quiet()
     import torch
-    if not torch.cuda.is_available(): print("no CUDA GPU: this benchmark needs one"); sys.exit(2)
+    if args.dry_run: args.patients, args.size, args.bs, args.steps, args.warmup, args.workers = 6, 64, 4, 3, 1, 0
+    elif not torch.cuda.is_available(): print("no CUDA GPU: this benchmark needs one"); sys.exit(2)
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
     from fastai.vision.all import Callback, CancelFitException
     from chexpert_nb.data import make_sample, read_chexpert_csv
     from chexpert_nb.labels import resolve_policy, ChexpertLoss
     from chexpert_nb.train import chexpert_dls, chexpert_learner, build_model, paper_adam
     from chexpert_nb.data import COMPETITION_TASKS
     header(f"gpu_train: DenseNet-121 at {args.size} px, bs {args.bs}, mixed precision, channels-last")
-    print(f"   GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    gpu = torch.cuda.get_device_name() if dev == 'cuda' else 'none (dry run on the CPU)'
+    print(f"   GPU: {gpu}, torch {torch.__version__}", flush=True)
 
     t0 = time.time()
     root = BENCH_DATA/f'gpu-sample-{args.patients}'
@@ -47,7 +52,7 @@ def main():
     print(f"   data: {len(train_df)} synthetic JPEGs ready in {time.time()-t0:.0f}s", flush=True)
 
     workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
-    dls = chexpert_dls(train_df, valid_df, size=args.size, bs=args.bs, num_workers=workers, device='cuda')
+    dls = chexpert_dls(train_df, valid_df, size=args.size, bs=args.bs, num_workers=workers, device=dev)
     config = {'arch': 'densenet121', 'n_in': 1, 'pretrained': False, 'policy': resolve_policy(), 'n_outputs': 14,
               'tasks': COMPETITION_TASKS}
 
@@ -55,11 +60,14 @@ def main():
         "Per-step wall time and the part of it spent waiting for the batch; stops after warmup + steps."
         order = 100
         def before_fit(self): self.n, self.wait, self.step, self.t_end = 0, [], [], None
+        def before_validate(self): self.t_end = None  # time training steps only
         def before_batch(self):
+            if not self.training: return
             now = time.perf_counter()
             if self.t_end is not None and self.n >= args.warmup: self.wait.append(now - self.t_end)
         def after_batch(self):
-            torch.cuda.synchronize()
+            if not self.training: return
+            sync()
             now = time.perf_counter()
             if self.t_end is not None and self.n >= args.warmup: self.step.append(now - self.t_end)
             self.t_end, self.n = now, self.n + 1
@@ -67,27 +75,27 @@ def main():
 
     learn = chexpert_learner(dls, config, path=BENCH_DATA/'gpu-train-model')
     timer = Timer()
-    torch.cuda.reset_peak_memory_stats()
+    if dev == 'cuda': torch.cuda.reset_peak_memory_stats()
     epochs = 1 + (args.warmup + args.steps) // len(dls.train)
     learn.fit_one_cycle(epochs, 1e-4, cbs=[timer])
     step, wait = sum(timer.step), sum(timer.wait)
     pipeline = args.bs * len(timer.step) / step
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev == 'cuda' else 0.
 
     # baseline: the same model, loss and optimizer, AMP and channels-last, on batches already on the GPU
-    model = build_model(config).cuda().to(memory_format=torch.channels_last)
+    model = build_model(config).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))
-    loss_func, scaler = ChexpertLoss(), torch.amp.GradScaler()
-    x = torch.randn(args.bs, 1, args.size, args.size, device='cuda').to(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (args.bs, 14), device='cuda').float()
+    loss_func, scaler = ChexpertLoss(), torch.amp.GradScaler(enabled=dev == 'cuda')
+    x = torch.randn(args.bs, 1, args.size, args.size, device=dev).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (args.bs, 14), device=dev).float()
     for i in range(args.warmup + args.steps):
-        if i == args.warmup: torch.cuda.synchronize(); t = time.perf_counter()
-        with torch.autocast('cuda', dtype=torch.float16): loss = loss_func(model(x), y)
+        if i == args.warmup: sync(); t = time.perf_counter()
+        with torch.autocast(dev, dtype=torch.float16, enabled=dev == 'cuda'): loss = loss_func(model(x), y)
         opt.zero_grad(); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-    torch.cuda.synchronize()
+    sync()
     compute = args.bs * args.steps / (time.perf_counter() - t)
 
-    result = {'gpu': torch.cuda.get_device_name(), 'size': args.size, 'bs': args.bs, 'workers': workers,
+    result = {'gpu': gpu, 'size': args.size, 'bs': args.bs, 'workers': workers,
               'steps': len(timer.step), 'pipeline_images_per_s': round(pipeline, 1),
               'compute_only_images_per_s': round(compute, 1), 'data_wait_share': round(wait / step, 3),
               'peak_gpu_memory_gib': round(peak, 2), 'cpu_cores': os.cpu_count()}
@@ -96,6 +104,7 @@ def main():
     print(f"   baseline (same model, batches already on the GPU): {compute:.0f} images/s")
     print(f"   one epoch of the 223,414 CheXpert training images at this rate: "
           f"{223_414/pipeline/60:.0f} minutes")
+    if args.dry_run: print("dry run on the CPU: the code path works; no figures to record"); return
     if os.environ.get('OUT'): (Path(os.environ['OUT'])/'gpu_train.json').write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     sys.exit(verdict('gpu_train pipeline/compute images per second', pipeline / compute, 0.8, '>='))
