@@ -26,9 +26,11 @@ sync-check: $(STAMP)
 	  echo "nbdev-export/nbdev-clean changed the files above: export and clean the notebooks, then commit both."; \
 	  exit 1; fi
 
+# One torch/OpenMP thread per process: nbdev-test runs notebooks in parallel, and on a small machine threads that
+# outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
 test: sync-check
-	$(BIN)/nbdev-test
-	$(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
 
 $(SAMPLE)/train.csv: $(STAMP)
 	$(BIN)/chexpert-sample $(SAMPLE)
