@@ -21,6 +21,8 @@ Usage: python bench/bench_predict.py [--reps 21] [--size 320] [--threads 1]
 from __future__ import annotations
 import argparse, os, platform, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH = ROOT.parent/'shared'/'data'/'nih-cxr14-sample'
@@ -28,16 +30,9 @@ TARGET_OVER_RAW = 1.15
 
 
 def machine() -> str:
-    "CPU model, cores, load average, torch threads."
+    "The machine line of bench/common.py, plus torch's thread count (this benchmark pins it)."
     import torch
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        model = next(l.split(':', 1)[1].strip() for l in out.splitlines() if l.startswith('Model name'))
-    except Exception: pass
-    load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
-    return (f"{model}, {os.cpu_count()} cores, load average {load}, python {platform.python_version()}, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    return f"{common.machine()}, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict:

@@ -5,7 +5,8 @@ import numpy as np, pandas as pd, pytest, torch
 
 from chexpert_nb.data import PATHOLOGIES, make_sample
 from chexpert_nb.labels import to_probs
-from chexpert_nb.train import TrainConfig, train, load_frames, load_bundle, chexpert_dls, auroc_table, nanmean
+from chexpert_nb.train import TrainConfig, train, load_frames, chexpert_dls, auroc_table, nanmean
+from chexpert_nb.infer import load_bundle
 
 BIN = Path(sys.executable).parent
 TINY = ['--no-pretrained', '--size', '32', '--bs', '4', '--num-workers', '0', '--quiet', '--seed', '1']
