@@ -1,7 +1,6 @@
 "The app's callbacks with a real trained bundle and real X-rays, driven from Python as a browser upload would be."
 import io
 from datetime import datetime
-from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,7 +40,7 @@ def test_one_xray(app, xrays):
     assert app.model_dir.name == 'tiny-densenet121' and app.model_picker.disabled  # one model: nothing to choose
     name, data = xrays[0]
     app.upload.value = [_file(name, data)]
-    t = _study(app)
+    _study(app)
     assert list(app.images) == [name] and app.errors == {}
     assert app.table_html.value.count('class="study-prob"') == 14
     assert app.chart.value[:8] == b'\x89PNG\r\n\x1a\n'

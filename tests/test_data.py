@@ -1,7 +1,7 @@
 "The data layer on real images and through its command line."
 import subprocess, sys
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np
 from PIL import Image
 from chexpert_nb.data import OBSERVATIONS, read_chexpert_csv, label_counts
 

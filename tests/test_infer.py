@@ -1,10 +1,10 @@
 "Inference on real radiographs (the NIH sample in ../shared), the predictor against the fastai learner, and chexpert-predict."
-import io, os, subprocess, sys
+import io, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from chexpert_nb.data import OBSERVATIONS, read_chexpert_csv
-from chexpert_nb.infer import ImageLoadError, load_image, make_dicom, Predictor, predict_files
+from chexpert_nb.infer import ImageLoadError, load_image, make_dicom, Predictor
 
 BIN = Path(sys.executable).parent
 

@@ -1,7 +1,7 @@
 "Training end to end: chexpert-train, interruption and --resume, two processes under accelerate, the learning test."
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pandas as pd, torch
 
 from chexpert_nb.data import PATHOLOGIES, make_sample
 from chexpert_nb.labels import to_probs
