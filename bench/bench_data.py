@@ -2,11 +2,13 @@
 
 Files: a synthetic CheXpert-layout sample (grayscale JPEGs of 320 x 320..400 px, like CheXpert-v1.0-small).
 - floor (baseline): for each file, `Image.open(f).convert('L').resize((size, size), Image.BILINEAR)`; nothing else.
-- pipeline: `chexpert_nb.train.chexpert_dls(...).train` at the same size: decode, squish resize, to tensor, collate,
-  the training augmentations (batch transforms on the DataLoaders' device), normalise.
+- pipeline: `chexpert_nb.train.chexpert_dls(...).train` at the same size: decode (libjpeg-turbo into an array),
+  squish with the training augmentations (rotation, zoom: one warp; brightness, contrast: one lookup table), collate
+  uint8 batches, then on the DataLoaders' device (the CPU here) scale and normalise to the model's float input.
+- pipeline, no augmentation: the same with `augment=False` (the squish alone).
 - pipeline on the cache: the same DataLoaders over `chexpert-cache` output at the same size (`chexpert_nb.fastdata`).
-- pipeline with radiograph_block: the same DataBlock with `chexpert_nb.fastdata.radiograph_block` (the same
-  augmentations per image, in one warp and one lookup table, instead of fastai's batch transforms).
+- before: the DataLoaders `chexpert_dls` built before the fast path, rebuilt here from fastai's parts (`ImageBlock`,
+  a squish `Resize`, `aug_transforms` and `Normalize` as batch transforms on the device), for the before/after.
 - peer: torchxrayvision's `CheX_Dataset` (skimage decode, center crop, resize) in a torch DataLoader.
 - full resolution (information, where the levers pay): 2320 x 2828 JPEGs read at the training size in full, with
   reduced-size JPEG decoding (`open_gray`), and from a resized cache.
@@ -60,8 +62,7 @@ def main(size=320, bs=32, reps=5, patients=100, device='cpu', workers=0, threads
         runs['pipeline: chexpert_dls train (augment)'] = dl_run(chexpert_dls(train, valid, **kw).train)
         runs['pipeline, no augmentation'] = dl_run(chexpert_dls(train, valid, augment=False, **kw).train)
         runs['pipeline on the cache (augment)'] = dl_run(chexpert_dls(ctrain, cvalid, **kw).train)
-        runs['pipeline with radiograph_block (augment)'] = dl_run(_fast_dls(chexpert_dls, train, valid, **kw).train)
-        runs['... with radiograph_block, on the cache'] = dl_run(_fast_dls(chexpert_dls, ctrain, cvalid, **kw).train)
+        runs['before: fastai ImageBlock + aug_transforms'] = dl_run(before_dls(train, valid, **kw).train)
     try:
         import torchvision, torchxrayvision as xrv
         ds = xrv.datasets.CheX_Dataset(imgpath=str(root), csvpath=str(root/'train.csv'), views=['PA', 'AP', 'L'],
@@ -118,21 +119,21 @@ def _full_res(size, n, reps):
         print(f"   {k:46s} {n / med(v):6.0f} img/s  {med(v) / n * 1000:6.1f} ms/img  {base / med(v):5.1f}x faster than the floor")
 
 
-def _fast_dls(chexpert_dls, train, valid, size, bs, num_workers, device):
-    "chexpert_dls with the fastdata loader: A's own option when it has one, else the same DataBlock built here."
-    import inspect, numpy as np
-    if 'fast_aug' in inspect.signature(chexpert_dls).parameters:
-        return chexpert_dls(train, valid, size=size, bs=bs, num_workers=num_workers, device=device, fast_aug=True)
-    from fastai.vision.all import DataBlock, TransformBlock, IndexSplitter, Normalize
+def before_dls(train, valid, size, bs, num_workers, device):
+    "The DataLoaders `chexpert_dls` made before the fast path: fastai's ImageBlock, squish, batch augmentation, Normalize."
+    import numpy as np
+    from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
+                                   ResizeMethod, aug_transforms, Normalize)
     from chexpert_nb.labels import make_targets
-    from chexpert_nb.train import normalize_stats, _Lookup
-    from chexpert_nb.fastdata import radiograph_block
+    from chexpert_nb.train import normalize_stats, radiograph_augmentations, _Lookup
     files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
     targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
     st = normalize_stats(1)
-    block = DataBlock(blocks=(radiograph_block(size), TransformBlock()), get_x=_Lookup(files),
+    block = DataBlock(blocks=(ImageBlock(cls=PILImageBW), TransformBlock()), get_x=_Lookup(files),
                       get_y=_Lookup(targets, tensor=True), splitter=IndexSplitter(np.arange(len(train), len(files))),
-                      batch_tfms=[Normalize.from_stats(st['mean'], st['std'])])
+                      item_tfms=[Resize(size, method=ResizeMethod.Squish)],
+                      batch_tfms=[*aug_transforms(do_flip=False, max_warp=0., pad_mode='zeros', **radiograph_augmentations()),
+                                  Normalize.from_stats(st['mean'], st['std'])])
     return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)
 
 

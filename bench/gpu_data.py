@@ -3,9 +3,11 @@
 For each variant, images/s of `dls.train` iterated to the GPU (batches on the device, batch transforms run there),
 with `--workers` DataLoader workers and pinned memory, over synthetic CheXpert-layout JPEGs (written first; the
 same folder as bench/gpu_train.py, so one session writes it once):
-  fastai batch aug   `chexpert_dls(...)` as it is: decode + squish in the workers, rotation/zoom/lighting on the GPU
-  radiograph_block   the same DataBlock with `chexpert_nb.fastdata.radiograph_block` (augmentation in the workers)
-  cache              `chexpert_dls` over a `chexpert-cache` copy at the training size (written first, timed too)
+  chexpert_dls       `chexpert_dls(...)` as it is: decode, augment (one warp, one lookup) and collate uint8 batches
+                     in the workers; pinned, to the GPU, scaled and normalised there
+  before             the DataLoaders chexpert_dls made before the fast path (bench_data.before_dls): decode + squish
+                     in the workers, float batches, rotation/zoom/lighting as fastai batch transforms on the GPU
+  cache + ...        both over a `chexpert-cache` copy at the training size (written first, timed too)
 Baseline in the same run: the plain decode + resize loop (PIL) over the same files in the same number of
 processes, i.e. the most any loader could deliver. Also prints the host-to-device copy rate of a pinned batch.
 Target: the best variant >= 1,000 images/s (the issue's H100 training target) and >= 0.8 x the baseline.
@@ -44,7 +46,7 @@ def main():
     from chexpert_nb.data import make_sample, read_chexpert_csv
     from chexpert_nb.train import chexpert_dls
     from chexpert_nb.fastdata import cache_dataset
-    from bench_data import _fast_dls
+    from bench_data import before_dls
     workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
     header(f"gpu_data: {args.size} px, bs {args.bs}, {workers} workers, device {args.device}")
     if args.device == 'cuda': print(f"   GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
@@ -71,10 +73,10 @@ def main():
 
     device = torch.device(args.device)
     kw = dict(size=args.size, bs=args.bs, num_workers=workers, device=device)
-    variants = {'fastai batch aug': lambda: chexpert_dls(train, valid, **kw),
-                'radiograph_block': lambda: _fast_dls(chexpert_dls, train, valid, **kw),
-                'cache + fastai batch aug': lambda: chexpert_dls(ctrain, cvalid, **kw),
-                'cache + radiograph_block': lambda: _fast_dls(chexpert_dls, ctrain, cvalid, **kw)}
+    variants = {'chexpert_dls': lambda: chexpert_dls(train, valid, **kw),
+                'before (fastai batch aug)': lambda: before_dls(train, valid, **kw),
+                'cache + chexpert_dls': lambda: chexpert_dls(ctrain, cvalid, **kw),
+                'cache + before': lambda: before_dls(ctrain, cvalid, **kw)}
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     result = {'device': torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu', 'cpu_cores': os.cpu_count(),
               'workers': workers, 'size': args.size, 'bs': args.bs, 'floor_images_per_s': round(floor, 1),

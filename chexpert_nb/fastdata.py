@@ -6,18 +6,18 @@
 from __future__ import annotations
 import json, math, os, random, shutil, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, simplejpeg
 from PIL import Image
 from fastcore.script import call_parse
-from fastai.torch_core import TensorImageBW
+from fastai.torch_core import TensorImage, TensorImageBW
 from fastai.data.block import TransformBlock
-from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import RandTransform
+from fasttransform import Transform
 from .data import read_chexpert_csv
 
 # %% auto #0
-__all__ = ['open_gray', 'lighting_lut', 'squish_warp', 'RadiographLoader', 'radiograph_block', 'cache_dataset', 'cache_info',
-           'cache_cli']
+__all__ = ['open_gray', 'ImageReadError', 'decode_gray', 'lighting_lut', 'squish_warp', 'RadiographLoader', 'to_model_input',
+           'RadiographNormalize', 'radiograph_block', 'retain_freed_memory', 'cache_dataset', 'cache_info', 'cache_cli']
 
 # %% ../nbs/06_fastdata.ipynb #75d234b4
 def open_gray(src:str|Path, # an image file (JPEG, PNG, ...)
@@ -27,6 +27,25 @@ def open_gray(src:str|Path, # an image file (JPEG, PNG, ...)
     img = Image.open(src)
     if size is not None and img.format == 'JPEG': img.draft('L', (size, size))
     return img.convert('L')
+
+# %% ../nbs/06_fastdata.ipynb #1d3ad3f5
+class ImageReadError(OSError):
+    "An image file that cannot be decoded; the message names it and says what to do."
+    def __init__(self, src, err:Exception):
+        super().__init__(f"{src}: cannot decode this image ({type(err).__name__}: {err}). Replace the file (re-extract "
+                         "the download), or remove its row from the CSV.")
+
+def decode_gray(src:str|Path, # an image file (JPEG, PNG, ...)
+                size:int|None=None, # reduced-size decoding as `open_gray`: both sides stay >= size; None: in full
+               ) -> np.ndarray:
+    "`np.asarray(open_gray(src, size))`, with JPEGs decoded by libjpeg-turbo (`simplejpeg`) straight into an array."
+    try:
+        with open(src, 'rb') as f: data = f.read()
+        if data[:3] == b'\xff\xd8\xff':  # a JPEG
+            try: return simplejpeg.decode_jpeg(data, 'GRAY', min_height=size or 0, min_width=size or 0)[..., 0]
+            except ValueError: pass  # one simplejpeg will not take (or a damaged one): PIL decides
+        return np.array(open_gray(src, size))
+    except OSError as e: raise ImageReadError(src, e) from e
 
 # %% ../nbs/06_fastdata.ipynb #3ea40d70
 def _cv2():
@@ -44,23 +63,23 @@ def lighting_lut(brightness:float=0.5, # fastai's brightness change (0.5: none):
     x = (_GRAY_LOGITS + math.log(brightness / (1 - brightness))) * contrast
     return (255 / (1 + np.exp(-x)) + 0.5).astype(np.uint8)  # in [0, 255.5): rounds, never overflows
 
-def squish_warp(img:Image.Image, # a mode `L` image
+def squish_warp(img:np.ndarray|Image.Image, # an 8-bit gray image: (h, w) array or mode `L` PIL image
                 size:int, # output side
                 angle:float=0., # rotation in degrees (as fastai's `Rotate`)
                 zoom:float=1., # zoom factor >= 1 (as fastai's `Zoom`)
                 cx:float=0.5, cy:float=0.5, # where the zoomed box sits, 0..1 (fastai's `draw_x`, `draw_y`)
                ) -> np.ndarray:
     "Squish `img` to `size` x `size`, rotated and zoomed as fastai's batch `Rotate` and `Zoom` would, in one bilinear warp."
-    w, h = img.size; s, t = 1 / zoom, math.radians(angle)
-    rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # fastai's rotate_mat, in [-1, 1] coords
-    shift = (1 - s) * (2 * np.array([cx, cy]) - 1)  # fastai's zoom_mat centre
-    scale = np.diag([w / 2, h / 2])  # [-1, 1] -> source pixels
-    # output pixel u -> q = (2u + 1) / size - 1 -> p = rot @ (s q + shift) -> source pixel (p + 1) * (w, h) / 2 - 0.5
-    lin = scale @ rot * s * 2 / size
-    off = scale @ rot @ (s * (1 / size - 1) * np.ones(2) + shift) + np.array([w / 2 - .5, h / 2 - .5])
+    a = np.asarray(img); h, w = a.shape; s, t = 1 / zoom, math.radians(angle); c, n = math.cos(t), math.sin(t)
+    # output pixel u -> q = (2u + 1) / size - 1 in [-1, 1] -> p = rot @ (s q + shift) (fastai's rotate and zoom
+    # matrices) -> source pixel (p + 1) * (w, h) / 2 - 0.5; written out, as NumPy on 2 x 2 matrices costs more than the warp
+    k, b = 2 * s / size, s * (1 / size - 1)
+    vx, vy = b + (1 - s) * (2 * cx - 1), b + (1 - s) * (2 * cy - 1)  # the offset of q, plus the zoom's shift
+    m = np.array([[w / 2 * c * k, w / 2 * n * k, w / 2 * (c * vx + n * vy + 1) - .5],
+                  [-h / 2 * n * k, h / 2 * c * k, h / 2 * (c * vy - n * vx + 1) - .5]])
     cv2 = _cv2()
-    return cv2.warpAffine(np.asarray(img), np.hstack([lin, off[:, None]]), (size, size),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 # %% ../nbs/06_fastdata.ipynb #4a578008
 class RadiographLoader(RandTransform):
@@ -85,22 +104,65 @@ class RadiographLoader(RandTransform):
                         if train and ml > 0 and random.random() < self.p_lighting else 1.
     def encodes(self, x:str|Path):
         size = self.size
-        img = open_gray(x, size if self.train else None)  # reduced-size decoding in training only: validation is exact
-        if not self.affine: a = np.asarray(img.resize((size, size), Image.BILINEAR))
+        if not self.train:  # exactly the agreed preprocessing
+            try: a = np.array(open_gray(x).resize((size, size), Image.BILINEAR))
+            except OSError as e: raise ImageReadError(x, e) from e
         else:
-            if max(img.size) > 1.5 * size: img = img.resize((size, size), Image.BILINEAR)
-            a = squish_warp(img, size, self.angle, self.zoom, self.cx, self.cy)
-        if (self.brightness, self.contrast) != (.5, 1.): a = _cv2().LUT(a, lighting_lut(self.brightness, self.contrast))
-        if not a.flags.writeable: a = a.copy()  # PIL's arrays are read-only; torch wants to own writable memory
+            a, cv2 = decode_gray(x, size), _cv2()  # reduced-size decoding where it pays
+            if max(a.shape) > 1.5 * size: a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)  # low-pass first
+            if self.affine: a = squish_warp(a, size, self.angle, self.zoom, self.cx, self.cy)
+            elif a.shape != (size, size): a = cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)  # = the warp's sampling
+            else: a = a.copy()  # already the size (a cache); decode_gray's array is a view
+            if (self.brightness, self.contrast) != (.5, 1.): a = cv2.LUT(a, lighting_lut(self.brightness, self.contrast), dst=a)
         return TensorImageBW(torch.from_numpy(a)[None])
+
+def to_model_input(x:torch.Tensor, # uint8 gray batch, (bs, 1, h, w)
+                   mean:list, std:list, # per output channel (n_in values, or one for all)
+                   n_in:int=1) -> torch.Tensor:
+    "The model's input: float `(x / 255 - mean) / std` in `n_in` channels, in one new batch and in-place passes."
+    mean, std = (np.broadcast_to(np.asarray(v, np.float64), n_in) for v in (mean, std))  # one value: every channel
+    scale, bias = (torch.tensor(v.astype(np.float32), device=x.device).view(1, -1, 1, 1) for v in (1 / (255 * std), mean / std))
+    x = x.as_subclass(torch.Tensor).float()
+    if n_in == 1: return x.mul_(scale).sub_(bias)
+    out = x.new_empty((x.shape[0], n_in, *x.shape[2:]))
+    for c in range(n_in): torch.mul(x, scale[:, c:c + 1], out=out[:, c:c + 1])  # contiguous: expand() + mul is 10x slower
+    return out.sub_(bias)
+
+class RadiographNormalize(Transform):
+    "A uint8 batch of `(bs, 1, h, w)` -> the model's input (`to_model_input`) on the batch's device; `decodes` undoes it for display."
+    order = 99  # last, as fastai's `Normalize`
+    def __init__(self, mean:list=(0.,), std:list=(1.,), # per output channel (one, or n_in)
+                 n_in:int=1):
+        if len(mean) not in (1, n_in) or len(std) != len(mean): raise ValueError(
+            f"mean {mean} and std {std} need 1 or n_in={n_in} values each")
+        self.mean, self.std, self.n_in = list(mean) * (n_in // len(mean)), list(std) * (n_in // len(std)), n_in
+    def encodes(self, x:TensorImage):
+        if x.dtype != torch.uint8: return x  # already floats: leave them
+        return to_model_input(x, self.mean, self.std, self.n_in).as_subclass(type(x))
+    def decodes(self, x:TensorImage):
+        if x.dtype == torch.uint8: return x
+        mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return (x * std + mean)[:, :1]  # the gray image in [0, 1]
 
 def radiograph_block(size:int, # square side
                      augment:bool=True, # training augmentations (rotation, zoom, brightness, contrast)
+                     mean:list=(0.,), std:list=(1.,), n_in:int=1, # normalisation and channels (`RadiographNormalize`)
                      **kwargs, # passed to `RadiographLoader` (max_rotate, max_zoom, max_lighting, p_affine, p_lighting)
                     ) -> TransformBlock:
-    "A fastai block for image files: `RadiographLoader` per item, `IntToFloatTensor` per batch (like `ImageBlock`)."
+    "A fastai block for image files: `RadiographLoader` per item (uint8, to the device as such), `RadiographNormalize` per batch."
     if not augment: kwargs = {**kwargs, 'p_affine': 0., 'p_lighting': 0.}
-    return TransformBlock(type_tfms=[RadiographLoader(size, **kwargs)], batch_tfms=[IntToFloatTensor()])
+    return TransformBlock(type_tfms=[RadiographLoader(size, **kwargs)], batch_tfms=[RadiographNormalize(mean, std, n_in)])
+
+# %% ../nbs/06_fastdata.ipynb #a85c5622
+def retain_freed_memory(mmap_mb:int=64, # blocks up to this size come from (and go back to) the heap, not mmap
+                        trim_mb:int=128, # free memory the heap keeps before giving any back to the system
+                       ) -> bool:
+    "Make glibc's `malloc` keep freed blocks for reuse (no page faults for every new batch); False where there is no glibc."
+    import ctypes, ctypes.util
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6'); mallopt = libc.mallopt
+    except (OSError, AttributeError): return False  # not glibc (macOS, Windows, musl): their allocators differ
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(mallopt(M_TRIM_THRESHOLD, trim_mb << 20))
 
 # %% ../nbs/06_fastdata.ipynb #eebf0a13
 def _cache_one(job) -> int:

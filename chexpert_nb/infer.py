@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.script import call_parse, CliError
 from fastcore.basics import patch
 from .data import OBSERVATIONS, project_root
+from .fastdata import to_model_input
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'make_dicom', 'preprocess', 'read_config',
@@ -172,11 +173,8 @@ def preprocess(img:Image.Image, # from `load_image` (any mode is converted to `L
         raise ValueError(f"resize {config['resize']!r} is not supported: this predictor squishes, as training does.")
     size, n_in = int(config['size']), int(config.get('n_in', 3))
     img = img if img.mode == 'L' else to_gray(img)
-    x = torch.from_numpy(np.array(img.resize((size, size), Image.BILINEAR))).float().div_(255.)
-    x = x[None].expand(n_in, size, size)
-    mean = torch.tensor(config['normalize']['mean'], dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(config['normalize']['std'], dtype=torch.float32).view(-1, 1, 1)
-    return (x - mean) / std
+    x = torch.from_numpy(np.array(img.resize((size, size), Image.BILINEAR)))[None, None]  # uint8, as a batch of one
+    return to_model_input(x, config['normalize']['mean'], config['normalize']['std'], n_in)[0]  # training's arithmetic
 
 # %% ../nbs/04_infer.ipynb #0d50e7fc
 _CONFIG_KEYS = ('arch', 'size', 'n_in', 'observations', 'policy', 'n_outputs', 'normalize')

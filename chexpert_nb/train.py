@@ -14,22 +14,21 @@ from torch import nn
 import torchvision
 from PIL import Image
 from fastcore.basics import store_attr
-from fastai.vision.all import (Transform, PILImage, PILImageBW, DataBlock, ImageBlock, TransformBlock, IndexSplitter,
-    Normalize, aug_transforms, create_vision_model, model_meta, Learner, Metric, Callback,
-    SaveModelCallback, CancelEpochException, Adam, default_split, TensorImage, set_seed, rank_distrib, num_distrib, distrib_barrier)
+from fastai.vision.all import (Datasets, default_device, create_vision_model, model_meta, Learner, Metric, Callback,
+    SaveModelCallback, CancelEpochException, Adam, default_split, set_seed, rank_distrib, num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
 from fastai.torch_core import get_model
 from sklearn.metrics import roc_auc_score
 from .data import (OBSERVATIONS, COMPETITION_TASKS, PATHOLOGIES, SAMPLE_DIRNAME, read_chexpert_csv,
                               default_data, project_root, make_sample)
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
+from .fastdata import radiograph_block, retain_freed_memory
 
 # %% auto #0
-__all__ = ['TrainConfig', 'normalize_stats', 'SquishResize', 'RepeatChannels', 'radiograph_augmentations', 'chexpert_dls',
-           'body_cut', 'get_arch', 'build_model', 'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel',
-           'History', 'Checkpoint', 'read_checkpoint', 'PretrainedWeightsError', 'paper_adam', 'chexpert_learner',
-           'load_frames', 'bundle_config', 'save_bundle', 'train', 'parse_policy', 'train_parser', 'config_from_args',
-           'train_cli']
+__all__ = ['TrainConfig', 'normalize_stats', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch', 'build_model',
+           'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'Checkpoint', 'read_checkpoint',
+           'PretrainedWeightsError', 'paper_adam', 'chexpert_learner', 'load_frames', 'bundle_config', 'save_bundle',
+           'train', 'parse_policy', 'train_parser', 'config_from_args', 'train_cli']
 
 # %% ../nbs/02_train.ipynb #785fb168
 @dataclass
@@ -66,28 +65,15 @@ def normalize_stats(n_in:int=1) -> dict:
     if n_in == 3: return {'mean': mean, 'std': std}
     raise ValueError(f"n_in must be 1 or 3, not {n_in}")
 
-class SquishResize(Transform):
-    "Resize a PIL image to `size` x `size` with bilinear interpolation (the aspect ratio is not kept)."
-    order = 1
-    def __init__(self, size:int): self.size = size
-    def encodes(self, img:PILImage): return img.resize((self.size, self.size), Image.BILINEAR)
-
-class RepeatChannels(Transform):
-    "Repeat a batch of 1-channel images to `n` channels."
-    order = 95
-    def __init__(self, n:int=3): self.n = n
-    def encodes(self, x:TensorImage): return x.repeat(1, self.n, 1, 1) if x.shape[1] == 1 else x
-
 class _Lookup:
     "`items[i]` (as a tensor when `tensor`): a picklable getter for DataBlock."
     def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
     def __call__(self, i): return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
 
 # %% ../nbs/02_train.ipynb #2a35adc3
-def radiograph_augmentations() -> list:
-    "Train-only batch augmentations that keep anatomy: small rotation and zoom, brightness and contrast, no flip."
-    return aug_transforms(do_flip=False, max_rotate=10., max_zoom=1.1, max_warp=0., max_lighting=0.2,
-                          p_affine=0.75, p_lighting=0.75, pad_mode='zeros')
+def radiograph_augmentations() -> dict:
+    "Train-only augmentations that keep anatomy (`RadiographLoader`'s settings): small rotation and zoom, brightness and contrast, no flip."
+    return dict(max_rotate=10., max_zoom=1.1, max_lighting=0.2, p_affine=0.75, p_lighting=0.75)
 
 def chexpert_dls(train_df:pd.DataFrame, # training rows with a `file` column (`read_chexpert_csv` with a root)
                  valid_df:pd.DataFrame|None=None, # validation rows; None: a patient split of `train_df`
@@ -96,7 +82,7 @@ def chexpert_dls(train_df:pd.DataFrame, # training rows with a `file` column (`r
                  blank:str='negative', # blank labels: 'negative' or 'ignore'
                  n_in:int=1, augment:bool=True,
                  num_workers:int|None=None, # None: up to 8, one per CPU core
-                 seed:int=0, device=None,
+                 seed:int=0, device=None, # None: the GPU when there is one (fastai's default)
                  relabel:np.ndarray|None=None, # (n_train, 14) probabilities for U-SelfTrained uncertain labels
                 ):
     "fastai DataLoaders of (image, 14 targets): policy targets for training, certain labels only for validation."
@@ -109,16 +95,15 @@ def chexpert_dls(train_df:pd.DataFrame, # training rows with a `file` column (`r
     # checkpoint selection do not depend on it
     targets = np.concatenate([make_targets(train_df, policy, blank, seed, relabel), make_targets(valid_df, 'U-Ignore', blank)])
     if num_workers is None: num_workers = min(8, os.cpu_count() or 1)
-    stats = normalize_stats(n_in)
-    batch_tfms = (radiograph_augmentations() if augment else []) + ([RepeatChannels(n_in)] if n_in > 1 else []) \
-                 + [Normalize.from_stats(stats['mean'], stats['std'])]
-    block = DataBlock(blocks=(ImageBlock(cls=PILImageBW), TransformBlock()),
-                      get_x=_Lookup(files), get_y=_Lookup(targets, tensor=True),
-                      splitter=IndexSplitter(np.arange(len(train_df), len(files))),
-                      item_tfms=[SquishResize(size)], batch_tfms=batch_tfms)
+    device = default_device() if device is None else torch.device(device)
+    if device.type == 'cpu': retain_freed_memory()  # float batches made on the CPU: no page faults for each (06_fastdata)
+    img = radiograph_block(size, augment, n_in=n_in, **normalize_stats(n_in), **radiograph_augmentations())
+    # fastai's mid-level API rather than a DataBlock, which would add `ToTensor` to every item: they are tensors already
+    dsets = Datasets(np.arange(len(files)), tfms=[[_Lookup(files), *img.type_tfms], [_Lookup(targets, tensor=True)]],
+                     splits=[list(range(len(train_df))), list(range(len(train_df), len(files)))])
     set_seed(seed)
-    dls = block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device,
-                            persistent_workers=num_workers > 0)
+    dls = dsets.dataloaders(bs=bs, num_workers=num_workers, device=device, after_batch=img.batch_tfms,
+                            persistent_workers=num_workers > 0, pin_memory=device.type == 'cuda')
     dls.targets = targets  # (n_train + n_valid, 14): what the batches carry, training rows first
     return dls
 
