@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_fastdata.ipynb #4fb171cd
 from __future__ import annotations
-import json, math, os, random, shutil, time
+import io, json, math, os, random, shutil, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch, simplejpeg
 from PIL import Image
@@ -20,11 +20,11 @@ __all__ = ['open_gray', 'ImageReadError', 'decode_gray', 'lighting_lut', 'squish
            'RadiographNormalize', 'radiograph_block', 'retain_freed_memory', 'cache_dataset', 'cache_info', 'cache_cli']
 
 # %% ../nbs/06_fastdata.ipynb #75d234b4
-def open_gray(src:str|Path, # an image file (JPEG, PNG, ...)
+def open_gray(src:str|Path|bytes, # an image file (JPEG, PNG, ...), or its bytes
               size:int|None=None, # the square side it will be resized to; None: decode in full
              ) -> Image.Image:
     "Open `src` as a mode `L` image, letting the JPEG decoder shrink it by 1/2..1/8 while both sides stay >= `size`."
-    img = Image.open(src)
+    img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
     if size is not None and img.format == 'JPEG': img.draft('L', (size, size))
     return img.convert('L')
 
@@ -32,15 +32,18 @@ def open_gray(src:str|Path, # an image file (JPEG, PNG, ...)
 class ImageReadError(OSError):
     "An image file that cannot be decoded; the message names it and says what to do."
     def __init__(self, src, err:Exception):
+        if isinstance(src, bytes): src = f"an image of {len(src):,} bytes"
         super().__init__(f"{src}: cannot decode this image ({type(err).__name__}: {err}). Replace the file (re-extract "
                          "the download), or remove its row from the CSV.")
 
-def decode_gray(src:str|Path, # an image file (JPEG, PNG, ...)
+def decode_gray(src:str|Path|bytes, # an image file (JPEG, PNG, ...), or its bytes
                 size:int|None=None, # reduced-size decoding as `open_gray`: both sides stay >= size; None: in full
                ) -> np.ndarray:
     "`np.asarray(open_gray(src, size))`, with JPEGs decoded by libjpeg-turbo (`simplejpeg`) straight into an array."
     try:
-        with open(src, 'rb') as f: data = f.read()
+        if isinstance(src, bytes): data = src
+        else:
+            with open(src, 'rb') as f: data = f.read()
         if data[:3] == b'\xff\xd8\xff':  # a JPEG
             try: return simplejpeg.decode_jpeg(data, 'GRAY', min_height=size or 0, min_width=size or 0)[..., 0]
             except ValueError: pass  # one simplejpeg will not take (or a damaged one): PIL decides
@@ -91,6 +94,7 @@ class RadiographLoader(RandTransform):
                  max_lighting:float=0.2, # training: brightness and contrast change, each with probability p_lighting
                  p_affine:float=0.75, p_lighting:float=0.75):
         super().__init__(p=1.)
+        self.input_types = (str, Path, bytes)  # what fastai's `test_dl` / `learn.predict` may hand it (as ImageBlock)
         self.size, self.max_rotate, self.max_zoom, self.max_lighting = size, max_rotate, max_zoom, max_lighting
         self.p_affine, self.p_lighting = p_affine, p_lighting
     def before_call(self, b, split_idx:int|None):
@@ -102,7 +106,7 @@ class RadiographLoader(RandTransform):
         self.brightness = random.uniform(.5 * (1 - ml), .5 * (1 + ml)) if train and random.random() < self.p_lighting else .5
         self.contrast = math.exp(random.uniform(math.log(1 - ml), -math.log(1 - ml))) \
                         if train and ml > 0 and random.random() < self.p_lighting else 1.
-    def encodes(self, x:str|Path):
+    def encodes(self, x:str|Path|bytes): # a file, or its bytes (as `learn.predict` may pass)
         size = self.size
         if not self.train:  # exactly the agreed preprocessing
             try: a = np.array(open_gray(x).resize((size, size), Image.BILINEAR))
