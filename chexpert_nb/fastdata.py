@@ -89,8 +89,8 @@ class RadiographLoader(RandTransform):
     "Image file -> (1, `size`, `size`) uint8 `TensorImageBW`: the agreed preprocessing, plus in training fastai's rotation, zoom, brightness and contrast done per image in one warp and one lookup."
     split_idx, order = None, 0  # train and valid (training decides by split_idx); the first transform of the block
     def __init__(self, size:int, # square side
-                 max_rotate:float=10., # training: rotation drawn from +-max_rotate degrees ...
-                 max_zoom:float=1.1, # ... and zoom from 1..max_zoom, both with probability p_affine
+                 max_rotate:float=10., # training: rotation drawn from +-max_rotate degrees, with probability p_affine
+                 max_zoom:float=1.1, # training: zoom drawn from 1..max_zoom, with probability p_affine (apart)
                  max_lighting:float=0.2, # training: brightness and contrast change, each with probability p_lighting
                  p_affine:float=0.75, p_lighting:float=0.75):
         super().__init__(p=1.)
@@ -100,8 +100,10 @@ class RadiographLoader(RandTransform):
     def before_call(self, b, split_idx:int|None):
         "Draw this image's augmentation, as fastai's `aug_transforms` would (none outside training)."
         self.do, self.train, train, ml = True, split_idx == 0, split_idx == 0, self.max_lighting
-        self.affine = train and random.random() < self.p_affine and (self.max_rotate > 0 or self.max_zoom > 1)
-        self.angle, self.zoom = random.uniform(-self.max_rotate, self.max_rotate), random.uniform(1, self.max_zoom)
+        rotate = train and self.max_rotate > 0 and random.random() < self.p_affine  # drawn apart, as fastai's
+        zoom = train and self.max_zoom > 1 and random.random() < self.p_affine      # `Rotate` and `Zoom` are
+        self.angle = random.uniform(-self.max_rotate, self.max_rotate) if rotate else 0.
+        self.zoom, self.affine = random.uniform(1, self.max_zoom) if zoom else 1., rotate or zoom
         self.cx, self.cy = random.random(), random.random()
         self.brightness = random.uniform(.5 * (1 - ml), .5 * (1 + ml)) if train and random.random() < self.p_lighting else .5
         self.contrast = math.exp(random.uniform(math.log(1 - ml), -math.log(1 - ml))) \
