@@ -126,6 +126,7 @@ def to_model_input(x:torch.Tensor, # uint8 gray batch, (bs, 1, h, w)
                    mean:list, std:list, # per output channel (n_in values, or one for all)
                    n_in:int=1) -> torch.Tensor:
     "The model's input: float `(x / 255 - mean) / std` in `n_in` channels, in one new batch and in-place passes."
+    if x.dtype != torch.uint8: raise TypeError(f"to_model_input takes a uint8 batch, not {x.dtype}: it scales by 1/255")
     mean, std = (np.broadcast_to(np.asarray(v, np.float64), n_in) for v in (mean, std))  # one value: every channel
     scale, bias = (torch.tensor(v.astype(np.float32), device=x.device).view(1, -1, 1, 1) for v in (1 / (255 * std), mean / std))
     x = x.as_subclass(torch.Tensor).float()

@@ -66,7 +66,7 @@ def normalize_stats(n_in:int=1) -> dict:
     raise ValueError(f"n_in must be 1 or 3, not {n_in}")
 
 class _Lookup:
-    "`items[i]` (as a tensor when `tensor`): a picklable getter for DataBlock."
+    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai's `Datasets`."
     def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
     def __call__(self, i): return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
 
