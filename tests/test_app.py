@@ -19,7 +19,9 @@ def two_images(sample_dir) -> list:
     from conftest import NIH
     if (NIH/'labels.csv').exists():
         paths = [sorted((NIH/'images').glob('*.jpg'))[0], sorted((NIH/'originals').glob('*.png'))[0]]
-    else: paths = sorted((sample_dir/'train').glob('patient*/study1/view*.jpg'))[:2]
+    else:  # two views of one synthetic study (two patients' view1_frontal.jpg would share a name)
+        study = sorted(p.parent for p in (sample_dir/'train').glob('patient*/study1/view2_*.jpg'))[0]
+        paths = sorted(study.glob('view*.jpg'))[:2]
     return [(p.name, p.read_bytes()) for p in paths]
 
 @pytest.fixture(scope='module')
