@@ -26,7 +26,7 @@ def trained_models(tmp_path_factory, sample_dir):
     out = models/'tiny-densenet121'
     train(TrainConfig(data=str(sample_dir), out=str(out), pretrained=False, size=64, epochs=1, bs=16, augment=False,
                       num_workers=0, checkpoint_every=10**6), quiet=True)
-    config = json.loads((out/'config.json').read_text())  # thresholds as 06_evaluate saves them, for half of them
+    config = json.loads((out/'config.json').read_text())  # thresholds as 07_evaluate saves them, for half of them
     config['thresholds'] = {o: 0.5 for o in config['observations'][::2]}
     (out/'config.json').write_text(json.dumps(config, indent=1))
     return models

@@ -1,4 +1,4 @@
-"""The app in a real browser: Voila serves nbs/07_app.ipynb on a free port, Playwright drives Debian's Chromium.
+"""The app in a real browser: Voila serves nbs/08_app.ipynb on a free port, Playwright drives Debian's Chromium.
 
 Timeouts are generous: on a busy 2-core machine the preheated kernel (torch, fastai, the model) takes a while."""
 import os, re, signal, socket, subprocess, time

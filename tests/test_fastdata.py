@@ -1,4 +1,4 @@
-"The `chexpert-cache` command end to end (resuming and refusing other settings are tested in nbs/03_fastdata.ipynb)."
+"The `chexpert-cache` command end to end (resuming and refusing other settings are tested in nbs/04_fastdata.ipynb)."
 import json, subprocess, sys
 from pathlib import Path
 import pandas as pd
