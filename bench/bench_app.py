@@ -17,13 +17,10 @@ ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-b
 
 def full_size_bundle() -> Path:
     "A models folder with one 320 px DenseNet-121 bundle (random weights), made once."
-    from chexpert_nb.train import TrainConfig, bundle_config, build_model, save_bundle
+    from chexpert_nb.testing import tiny_bundle
     models = BENCH_DATA/'app-models'
     out = models/'densenet121-320-untrained'
-    if not (out/'model.safetensors').exists():
-        cfg = TrainConfig(out=str(out), pretrained=False)
-        config = bundle_config(cfg, Path('data/none'), True, 0, 0)
-        save_bundle(build_model(config), config, out)
+    if not (out/'model.safetensors').exists(): tiny_bundle(out, size=320, data={'synthetic': True})
     return models
 
 

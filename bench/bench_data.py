@@ -125,7 +125,8 @@ def before_dls(train, valid, size, bs, num_workers, device):
     from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
                                    ResizeMethod, aug_transforms, Normalize)
     from chexpert_nb.labels import make_targets
-    from chexpert_nb.train import normalize_stats, radiograph_augmentations, _Lookup
+    from chexpert_nb.bundle import normalize_stats
+    from chexpert_nb.train import radiograph_augmentations, _Lookup
     files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
     targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
     st = normalize_stats(1)

@@ -59,16 +59,15 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     import numpy as np, torch
     if threads: torch.set_num_threads(threads)
-    from chexpert_nb.infer import Predictor, load_image, preprocess
-    from chexpert_nb.train import TrainConfig, bundle_config, build_model, save_bundle, chexpert_dls, chexpert_learner
+    from chexpert_nb.infer import Predictor, load_image
+    from chexpert_nb.bundle import preprocess
+    from chexpert_nb.testing import tiny_bundle
+    from chexpert_nb.train import chexpert_dls, chexpert_learner
     print(f"== predictor latency: file bytes -> 14 probabilities, batch of one, CPU\n   "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}")
     tmp = Path(tempfile.mkdtemp())
-    cfg = TrainConfig(size=size, pretrained=False, out=str(tmp/'bench-densenet121'))
-    config = bundle_config(cfg, tmp, True, 0, 0)
-    torch.manual_seed(0)
-    save_bundle(build_model(config), config, cfg.out)
-    pred = Predictor.from_bundle(cfg.out, device='cpu')
+    pred = Predictor.from_bundle(tiny_bundle(tmp/'bench-densenet121', size=size), device='cpu')
+    config = pred.config
     df, what = frames(tmp)
     jpeg = Path(df.file[0]).read_bytes()
     x = preprocess(load_image(jpeg), pred.config)[None]
@@ -77,7 +76,7 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     def raw():
         with torch.inference_mode(): model(x)
 
-    dls = chexpert_dls(df, df, size=size, bs=1, policy=config['policy'], n_in=config['n_in'], augment=False,
+    dls = chexpert_dls(df, df, size=size, bs=1, policy=config.policy, n_in=config.n_in, augment=False,
                        num_workers=0, device='cpu')
     learn = chexpert_learner(dls, config)
     learn.model.load_state_dict(model.state_dict())
@@ -87,7 +86,7 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
         with learn.no_bar(): return learn.predict(jpeg)
     fastai_p = fastai_predict()[2].numpy()
     err = float(np.abs(ours_p - fastai_p).max())
-    print(f"   image: {what}, {len(jpeg) / 1e3:.0f} kB; model: {config['arch']} at {size} px, n_in {config['n_in']}")
+    print(f"   image: {what}, {len(jpeg) / 1e3:.0f} kB; model: {config.arch} at {size} px, n_in {config.n_in}")
     print(f"   ours vs learn.predict on this image: max |difference| of the 14 probabilities {err:.1e}")
     img = load_image(jpeg)
     parts = interleaved({'decode': lambda: load_image(jpeg), 'preprocess': lambda: preprocess(img, pred.config)}, 50)

@@ -25,9 +25,9 @@ def main(size=128, bs=16, images=48, reps=3, threads=1) -> int:
     import shutil, numpy as np, torch
     if threads: torch.set_num_threads(threads)
     from PIL import Image
-    from chexpert_nb.data import read_chexpert_csv, COMPETITION_TASKS
-    from chexpert_nb.labels import resolve_policy
-    from chexpert_nb.train import build_model, save_bundle, normalize_stats
+    from chexpert_nb.data import read_chexpert_csv
+    from chexpert_nb.bundle import normalize_stats
+    from chexpert_nb.testing import tiny_bundle
     from chexpert_nb.infer import Predictor, predict_to_csv
     header(f'Batch inference over a folder: DenseNet-121 at {size} px, batches of {bs}, CPU, '
            f'torch threads {torch.get_num_threads()}')
@@ -39,12 +39,7 @@ def main(size=128, bs=16, images=48, reps=3, threads=1) -> int:
         (folder/f"p{i // 3:03d}").mkdir(parents=True, exist_ok=True); shutil.copy(f, folder/f"p{i // 3:03d}"/f"view{i % 3}.jpg")
     files = sorted(str(p) for p in folder.rglob('*.jpg'))
     stats = normalize_stats(1)
-    config = {'name': 'bench', 'arch': 'densenet121', 'size': size, 'n_in': 1, 'observations': None,
-              'policy': resolve_policy(), 'n_outputs': 14, 'normalize': stats, 'resize': 'squish',
-              'frontal_only': False, 'pretrained': False, 'data': {}, 'metrics': {}, 'thresholds': {}}
-    from chexpert_nb.data import OBSERVATIONS
-    config['observations'] = OBSERVATIONS
-    bundle = save_bundle(build_model(config), config, tmp/'model')
+    bundle = tiny_bundle(tmp/'model', size=size)
     pred = Predictor.from_bundle(bundle, 'cpu')
     model = pred.model.eval()
     mean, std = stats['mean'][0], stats['std'][0]

@@ -23,8 +23,9 @@ def main(size=64, bs=16, steps=8, rounds=2, warmup=2, threads=1, patients=100) -
     import torch
     if threads: torch.set_num_threads(threads)
     from fastai.vision.all import Callback, CancelFitException
-    from chexpert_nb.data import read_chexpert_csv, COMPETITION_TASKS
-    from chexpert_nb.labels import resolve_policy, ChexpertLoss
+    from chexpert_nb.data import read_chexpert_csv
+    from chexpert_nb.labels import ChexpertLoss
+    from chexpert_nb.bundle import BundleConfig
     from chexpert_nb.train import chexpert_dls, chexpert_learner
     header(f'Training step: DenseNet-121 at {size} px, batch {bs}, CPU, torch threads {torch.get_num_threads()}')
     root = bench_sample(patients)
@@ -33,12 +34,11 @@ def main(size=64, bs=16, steps=8, rounds=2, warmup=2, threads=1, patients=100) -
     batches = [(x.as_subclass(torch.Tensor).clone(), y.as_subclass(torch.Tensor).clone())
                for _, (x, y) in zip(range(warmup + steps), dls.train)]
     assert len(batches) == warmup + steps, f"need {warmup + steps} batches of {bs}, the sample gives {len(batches)}"
-    config = {'arch': 'densenet121', 'n_in': 1, 'pretrained': False, 'policy': resolve_policy(), 'n_outputs': 14,
-              'tasks': COMPETITION_TASKS}
+    config = BundleConfig('bench-train', pretrained=False, size=size)
     learn = chexpert_learner(dls, config, path=tempfile.mkdtemp())
     model = copy.deepcopy(learn.model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-    loss_func = ChexpertLoss(config['policy'])
+    loss_func = ChexpertLoss(config.policy)
 
     def plain_step(x, y):
         model.train(); t0 = time.perf_counter()

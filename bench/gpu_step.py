@@ -32,17 +32,16 @@ def main():
     import torch
     if args.device == 'cuda' and not torch.cuda.is_available(): print("no CUDA GPU: this benchmark needs one"); sys.exit(2)
     from fastai.optimizer import OptimWrapper
-    from chexpert_nb.data import COMPETITION_TASKS
-    from chexpert_nb.labels import resolve_policy, ChexpertLoss
-    from chexpert_nb.train import build_model, paper_adam
+    from chexpert_nb.labels import ChexpertLoss
+    from chexpert_nb.bundle import BundleConfig, build_model
+    from chexpert_nb.train import paper_adam
     dev = torch.device(args.device); cuda = args.device == 'cuda'
     header(f"gpu_step: DenseNet-121 at {args.size} px, bs {args.bs}, device {args.device}"
            + (f" ({torch.cuda.get_device_name()})" if cuda else ''))
-    config = {'arch': 'densenet121', 'n_in': 1, 'pretrained': False, 'policy': resolve_policy(), 'n_outputs': 14,
-              'tasks': COMPETITION_TASKS}
+    config = BundleConfig('gpu-step', pretrained=False)
     model = build_model(config).to(dev).to(memory_format=torch.channels_last)
     params = list(model.parameters())
-    loss_func = ChexpertLoss(config['policy'])
+    loss_func = ChexpertLoss(config.policy)
     x = torch.randn(args.bs, 1, args.size, args.size, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (args.bs, 14), device=dev).float()
     sync = torch.cuda.synchronize if cuda else (lambda: None)

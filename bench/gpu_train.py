@@ -37,9 +37,9 @@ def main():
     sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
     from fastai.vision.all import Callback, CancelFitException
     from chexpert_nb.data import make_sample, read_chexpert_csv
-    from chexpert_nb.labels import resolve_policy, ChexpertLoss
-    from chexpert_nb.train import chexpert_dls, chexpert_learner, build_model, paper_adam
-    from chexpert_nb.data import COMPETITION_TASKS
+    from chexpert_nb.labels import ChexpertLoss
+    from chexpert_nb.bundle import BundleConfig, build_model
+    from chexpert_nb.train import chexpert_dls, chexpert_learner, paper_adam
     header(f"gpu_train: DenseNet-121 at {args.size} px, bs {args.bs}, mixed precision, channels-last")
     gpu = torch.cuda.get_device_name() if dev == 'cuda' else 'none (dry run on the CPU)'
     print(f"   GPU: {gpu}, torch {torch.__version__}", flush=True)
@@ -53,8 +53,7 @@ def main():
 
     workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
     dls = chexpert_dls(train_df, valid_df, size=args.size, bs=args.bs, num_workers=workers, device=dev)
-    config = {'arch': 'densenet121', 'n_in': 1, 'pretrained': False, 'policy': resolve_policy(), 'n_outputs': 14,
-              'tasks': COMPETITION_TASKS}
+    config = BundleConfig('gpu-train', pretrained=False)
 
     class Timer(Callback):
         "Per-step wall time and the part of it spent waiting for the batch; stops after warmup + steps."

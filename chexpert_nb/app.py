@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_app.ipynb #2ff7d21c
 from __future__ import annotations
-import io, json, os, sys, html
+import io, os, sys, html
 from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -14,13 +14,14 @@ from IPython.display import display, Javascript
 from matplotlib.figure import Figure
 from fastcore.script import call_parse
 from fastcore.basics import patch
-from .data import OBSERVATIONS, COMPETITION_TASKS, project_root
-from .infer import Predictor, load_image, ImageLoadError, overlay
+from .data import COMPETITION_TASKS, project_root
+from .bundle import list_models, WEIGHTS_FILE
+from .infer import Predictor, overlay
 
 # %% auto #0
 __all__ = ['MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'BANNER', 'HOW_TO_TRAIN', 'models_dir',
-           'list_models', 'model_label', 'model_summary', 'read_upload', 'study_table', 'table_html', 'bar_chart',
-           'thumbnail', 'ChexpertApp', 'voila_command', 'app_cli']
+           'model_label', 'model_summary', 'read_upload', 'study_table', 'table_html', 'bar_chart', 'thumbnail',
+           'ChexpertApp', 'voila_command', 'app_cli']
 
 # %% ../nbs/08_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `$CHEXPERT_MODELS`, then `models/`
@@ -30,18 +31,10 @@ def models_dir(path:str|Path|None=None, # a folder of model bundles; default `$C
     env = os.environ.get('CHEXPERT_MODELS')
     return Path(env) if env else project_root()/'models'
 
-def list_models(folder:str|Path, # a folder holding one sub-folder per model bundle
-               ) -> list[Path]:
-    "The model bundles (folders with `model.safetensors` and `config.json`) in `folder`, newest first."
-    folder = Path(folder)
-    if not folder.is_dir(): return []
-    bundles = [d for d in folder.iterdir() if (d/'model.safetensors').exists() and (d/'config.json').exists()]
-    return sorted(bundles, key=lambda d: ((d/'model.safetensors').stat().st_mtime, d.name), reverse=True)
-
 # %% ../nbs/08_app.ipynb #2382f045
 def model_label(model_dir:Path) -> str:
     "The picker's entry for a bundle: its name and the time its weights were written."
-    stamp = datetime.fromtimestamp((model_dir/'model.safetensors').stat().st_mtime).strftime('%Y-%m-%d %H:%M')
+    stamp = datetime.fromtimestamp((model_dir/WEIGHTS_FILE).stat().st_mtime).strftime('%Y-%m-%d %H:%M')
     return f"{model_dir.name} ({stamp})"
 
 def _fmt_data(data) -> str:
@@ -51,8 +44,9 @@ def _fmt_data(data) -> str:
     synthetic = data.get('synthetic') or 'SYNTHETIC' in str(where).upper()
     return (f"trained on {where}" if where else 'trained') + (' (synthetic shapes, not X-rays)' if synthetic else '')
 
-def model_summary(config:dict) -> str:
+def model_summary(config) -> str: # a `BundleConfig` (or its dict)
     "One line about a bundle's config: architecture, input size, data, headline metric, thresholds."
+    if hasattr(config, 'to_dict'): config = config.to_dict()
     parts = [f"{config.get('arch', '?')}, {config.get('size', '?')} px"]
     if d := _fmt_data(config.get('data')): parts.append(d)
     metrics = config.get('metrics') or {}
@@ -274,7 +268,6 @@ def use_model(self:ChexpertApp, model_dir:Path):
     self.upload.disabled = True
     self.status.value = _status(f'Loading model {html.escape(model_dir.name)}…', 'busy')
     try:
-        config = json.loads((model_dir/'config.json').read_text())
         self.predictor, self.model_dir = self.load_predictor(model_dir), model_dir
     except Exception as e:
         self.predictor = self.model_dir = None
@@ -282,7 +275,7 @@ def use_model(self:ChexpertApp, model_dir:Path):
         self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
                                     f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
         return
-    self.model_info.value = f'<span class="model-info">{html.escape(model_summary(config))}</span>'
+    self.model_info.value = f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}</span>'
     self.upload.disabled = False
     if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
     else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')

@@ -5,15 +5,16 @@ thresholds saved into the model bundle."""
 
 # %% ../nbs/07_evaluate.ipynb #cbe7547b
 from __future__ import annotations
-import json, os, sys, warnings
+import json
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from scipy.stats import rankdata
 from sklearn.metrics import roc_curve, precision_recall_curve
 from fastcore.script import call_parse, CliError
-from .data import OBSERVATIONS, COMPETITION_TASKS, read_chexpert_csv, project_root
-from .infer import Predictor, predict_files, read_config
+from .data import OBSERVATIONS, COMPETITION_TASKS, read_chexpert_csv
+from .bundle import set_thresholds
+from .infer import Predictor, predict_files
 
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'aggregate_studies', 'study_truth', 'auroc', 'bootstrap_auroc', 'choose_threshold',
@@ -92,15 +93,6 @@ def bootstrap_auroc(truth:pd.DataFrame, # studies x observations: 1, 0 or NaN (n
         mean['auroc_low'], mean['auroc_high'] = (float(q) for q in np.quantile(per_boot, [(1 - ci) / 2, (1 + ci) / 2]))
     return table, mean
 
-# %% ../nbs/07_evaluate.ipynb #86f6dcf2
-def _simulate(n:int=200, shift:float=1.2, seed:int=0, positives:dict|None=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Simulated `(truth, probs)` for `n` studies: scores of positives shifted by `shift` standard deviations."
-    rng = np.random.default_rng(seed)
-    y = pd.DataFrame(rng.random((n, len(OBSERVATIONS))) < .3, columns=OBSERVATIONS, index=[f"s{i}" for i in range(n)]).astype(float)
-    for o, k in (positives or {}).items(): y[o] = 0.0; y.iloc[:k, y.columns.get_loc(o)] = 1.0
-    z = rng.normal(size=y.shape) + shift * y.to_numpy()
-    return y, pd.DataFrame(1 / (1 + np.exp(-z)), columns=OBSERVATIONS, index=y.index)
-
 # %% ../nbs/07_evaluate.ipynb #082e9e18
 def choose_threshold(y:np.ndarray, # 0/1 truth (both classes present)
                      p:np.ndarray, # probabilities
@@ -178,12 +170,10 @@ def _read_labels(csv:Path, root:Path, layout:str, missing:str) -> pd.DataFrame:
         layout = 'chexpert' if pd.read_csv(csv, usecols=['Path'])['Path'].str.match(_PATH_RE).all() else 'flat'
     return read_chexpert_csv(csv, root=root, layout=layout, missing=missing)
 
-def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str):
-    "Put the chosen thresholds into the bundle's config.json (written atomically, other keys untouched)."
-    config = json.loads((model_dir/'config.json').read_text())
-    config['thresholds'] = {o: round(float(t), 6) for o, t in table['threshold'].dropna().items()}
-    config['threshold_method'] = method
-    tmp = model_dir/'config.json.tmp'; tmp.write_text(json.dumps(config, indent=2)); os.replace(tmp, model_dir/'config.json')
+def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path):
+    "Record the thresholds of the observations this CSV could score in the bundle; the others keep theirs."
+    scored = table['threshold'].dropna()
+    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv, table.loc[scored.index, 'n_studies'].astype(int).to_dict())
 
 def _json_safe(v):
     if isinstance(v, dict): return {k: _json_safe(x) for k, x in v.items()}
@@ -210,7 +200,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     model_dir, csv = Path(model_dir), Path(csv)
     df = _read_labels(csv, Path(root) if root else csv.parent, layout, missing)
     predictor = Predictor.from_bundle(model_dir, device)
-    if frontal_only is None: frontal_only = bool(predictor.config.get('frontal_only', False))
+    if frontal_only is None: frontal_only = predictor.config.frontal_only
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
     if not len(df): raise ValueError(f"{csv}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], batch_size)
@@ -228,7 +218,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
         per_image.to_csv(model_dir/'evaluation_predictions.csv', index=False)
         fig = plot_rocs(per_image, df, table, aggregate, title=f"{model_dir.name} on {csv.name}")
         fig.savefig(model_dir/'roc.png', dpi=120); plt.close(fig)
-        _write_thresholds(model_dir, table, threshold)
+        _write_thresholds(model_dir, table, threshold, csv)
     return table, summary
 
 # %% ../nbs/07_evaluate.ipynb #6f6b4e8f
@@ -242,7 +232,7 @@ def _summary_text(table:pd.DataFrame, summary:dict) -> str:
                      f"threshold {r.threshold:.3f} (sens {r.sensitivity:.2f}, spec {r.specificity:.2f})"))
     lines.append(f"  mean over {len(m['tasks'])} of {len(COMPETITION_TASKS)} competition tasks: " +
                  (f"{m['auroc']:.3f} [{m['auroc_low']:.3f}, {m['auroc_high']:.3f}]" if m['tasks'] else 'none scorable'))
-    if summary['unscorable']: lines.append(f"  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
+    if summary['unscorable']: lines.append("  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
     return '\n'.join(lines)
 
 @call_parse

@@ -14,10 +14,11 @@ from fastai.data.block import TransformBlock
 from fastai.vision.augment import RandTransform
 from fasttransform import Transform
 from .data import read_chexpert_csv
+from .bundle import to_model_input
 
 # %% auto #0
-__all__ = ['open_gray', 'ImageReadError', 'decode_gray', 'lighting_lut', 'squish_warp', 'RadiographLoader', 'to_model_input',
-           'RadiographNormalize', 'radiograph_block', 'retain_freed_memory', 'cache_dataset', 'cache_info', 'cache_cli']
+__all__ = ['open_gray', 'ImageReadError', 'decode_gray', 'lighting_lut', 'squish_warp', 'RadiographLoader', 'RadiographNormalize',
+           'radiograph_block', 'retain_freed_memory', 'cache_dataset', 'cache_info', 'cache_cli']
 
 # %% ../nbs/04_fastdata.ipynb #75d234b4
 def open_gray(src:str|Path|bytes, # an image file (JPEG, PNG, ...), or its bytes
@@ -121,19 +122,6 @@ class RadiographLoader(RandTransform):
             else: a = a.copy()  # already the size (a cache); decode_gray's array is a view
             if (self.brightness, self.contrast) != (.5, 1.): a = cv2.LUT(a, lighting_lut(self.brightness, self.contrast), dst=a)
         return TensorImageBW(torch.from_numpy(a)[None])
-
-def to_model_input(x:torch.Tensor, # uint8 gray batch, (bs, 1, h, w)
-                   mean:list, std:list, # per output channel (n_in values, or one for all)
-                   n_in:int=1) -> torch.Tensor:
-    "The model's input: float `(x / 255 - mean) / std` in `n_in` channels, in one new batch and in-place passes."
-    if x.dtype != torch.uint8: raise TypeError(f"to_model_input takes a uint8 batch, not {x.dtype}: it scales by 1/255")
-    mean, std = (np.broadcast_to(np.asarray(v, np.float64), n_in) for v in (mean, std))  # one value: every channel
-    scale, bias = (torch.tensor(v.astype(np.float32), device=x.device).view(1, -1, 1, 1) for v in (1 / (255 * std), mean / std))
-    x = x.as_subclass(torch.Tensor).float()
-    if n_in == 1: return x.mul_(scale).sub_(bias)
-    out = x.new_empty((x.shape[0], n_in, *x.shape[2:]))
-    for c in range(n_in): torch.mul(x, scale[:, c:c + 1], out=out[:, c:c + 1])  # contiguous: expand() + mul is 10x slower
-    return out.sub_(bias)
 
 class RadiographNormalize(Transform):
     "A uint8 batch of `(bs, 1, h, w)` -> the model's input (`to_model_input`) on the batch's device; `decodes` undoes it for display."

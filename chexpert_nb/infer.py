@@ -5,7 +5,7 @@ saved model bundle, aggregate a study, show Grad-CAM heatmaps, and predict whole
 
 # %% ../nbs/06_infer.ipynb #c836d0e2
 from __future__ import annotations
-import io, json, os, sys, warnings
+import io, os, sys, warnings
 from typing import Annotated
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +14,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.script import call_parse, CliError
 from fastcore.basics import patch
-from .data import OBSERVATIONS, project_root
-from .fastdata import to_model_input
+from .bundle import BundleConfig, load_bundle, preprocess
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'make_dicom', 'preprocess', 'read_config',
-           'load_bundle', 'StudyResult', 'Predictor', 'TinyNet', 'overlay', 'find_images', 'predict_files',
-           'predict_to_csv', 'predict_cli']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult', 'Predictor', 'overlay',
+           'find_images', 'predict_files', 'predict_to_csv', 'predict_cli']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -137,72 +135,6 @@ def load_image(src:str|Path|bytes|Image.Image, # a path, the file's bytes, or an
     if min(img.size) < 2: raise ImageLoadError(f"{name} is {img.size[0]}x{img.size[1]} pixels: too small to be an X-ray.")
     return img
 
-# %% ../nbs/06_infer.ipynb #7692300a
-def make_dicom(arr:np.ndarray|None, # (rows, cols) or (frames, rows, cols) integers; None: a DICOM without pixels
-               photometric:str='MONOCHROME2', # or 'MONOCHROME1' (white = low values)
-               bits_stored:int|None=None, # default: 8 for uint8 arrays, 12 otherwise
-               window:tuple|None=None, # (center, width): a VOI window
-               rescale:tuple|None=None, # (slope, intercept): the modality LUT
-               transfer_syntax:str|None=None, # e.g. pydicom.uid.RLELossless; default explicit VR little endian
-              ) -> bytes:
-    "The bytes of a minimal DICOM file holding `arr`, for tests and examples."
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.pixels import set_pixel_data
-    from pydicom import uid
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.1.1'  # Digital X-Ray
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds.PatientName, ds.PatientID, ds.Modality = 'Test^Phantom', 'TEST0001', 'DX'
-    if arr is not None:
-        arr = np.asarray(arr)
-        set_pixel_data(ds, arr, photometric, bits_stored or (8 if arr.dtype == np.uint8 else 12))
-    if window: ds.WindowCenter, ds.WindowWidth = window
-    if rescale: ds.RescaleSlope, ds.RescaleIntercept = rescale
-    if transfer_syntax: ds.compress(transfer_syntax)
-    buf = io.BytesIO(); ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-# %% ../nbs/06_infer.ipynb #13359123
-def preprocess(img:Image.Image, # from `load_image` (any mode is converted to `L` first)
-               config:dict, # the bundle's config: size, n_in, normalize, resize
-              ) -> torch.Tensor:
-    "The `(n_in, size, size)` float tensor the model takes, exactly as in training's validation path."
-    if config.get('resize', 'squish') != 'squish':
-        raise ValueError(f"resize {config['resize']!r} is not supported: this predictor squishes, as training does.")
-    size, n_in = int(config['size']), int(config.get('n_in', 3))
-    img = img if img.mode == 'L' else to_gray(img)
-    x = torch.from_numpy(np.array(img.resize((size, size), Image.BILINEAR)))[None, None]  # uint8, as a batch of one
-    return to_model_input(x, config['normalize']['mean'], config['normalize']['std'], n_in)[0]  # training's arithmetic
-
-# %% ../nbs/06_infer.ipynb #0d50e7fc
-_CONFIG_KEYS = ('arch', 'size', 'n_in', 'observations', 'policy', 'n_outputs', 'normalize')
-
-def read_config(model_dir:str|Path) -> dict:
-    "The bundle's `config.json`, checked for the keys the predictor needs."
-    model_dir = Path(model_dir)
-    if not (model_dir/'config.json').exists():
-        raise FileNotFoundError(f"{model_dir} is not a model bundle: it has no config.json. Pass the folder that "
-                                "05_train (save_bundle) wrote, e.g. models/<name>.")
-    config = json.loads((model_dir/'config.json').read_text())
-    missing = [k for k in _CONFIG_KEYS if k not in config]
-    if missing: raise ValueError(f"{model_dir/'config.json'} lacks {missing}: re-export the model with save_bundle.")
-    return config
-
-def load_bundle(model_dir:str|Path, # a bundle folder: model.safetensors + config.json
-                device:str='cpu') -> tuple[torch.nn.Module, dict]:
-    "`(model in eval mode, config)` from a bundle, without unpickling anything."
-    from safetensors.torch import load_file
-    from chexpert_nb.train import build_model
-    model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    weights = model_dir/'model.safetensors'
-    if not weights.exists(): raise FileNotFoundError(f"{model_dir} has no model.safetensors: re-export the model.")
-    model = build_model({**config, 'pretrained': False})
-    model.load_state_dict(load_file(weights, device=str(device)))
-    return model.to(device).eval(), config
-
 # %% ../nbs/06_infer.ipynb #c7bbe017
 @dataclass
 class StudyResult:
@@ -238,14 +170,14 @@ def _last_conv_layer(model:torch.nn.Module) -> torch.nn.Module:
 # %% ../nbs/06_infer.ipynb #e5837de7
 class Predictor:
     "Probabilities, study results and Grad-CAM heatmaps from a model and its bundle config."
-    def __init__(self, model:torch.nn.Module, config:dict, device:str|None=None):
+    def __init__(self, model:torch.nn.Module, config:BundleConfig, device:str|None=None):
         from chexpert_nb.labels import output_slices
         self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         self.model, self.config = model.to(self.device).eval(), config
-        self.observations = list(config['observations'])
-        self.policy = {o: config['policy'][o] for o in self.observations}
+        self.observations = list(config.observations)
+        self.policy = {o: config.policy[o] for o in self.observations}
         self.slices = output_slices(self.policy)
-        self.thresholds = {o: float(t) for o, t in (config.get('thresholds') or {}).items()}
+        self.thresholds = {o: float(t) for o, t in config.thresholds.items()}
 
     @classmethod
     def from_bundle(cls, model_dir:str|Path, device:str|None=None) -> Predictor:
@@ -266,17 +198,6 @@ class Predictor:
             x = torch.stack([preprocess(load_image(im), self.config) for im in images[i:i + batch_size]])
             out.append(self._probs(x))
         return np.concatenate(out)
-
-# %% ../nbs/06_infer.ipynb #8dd8f114
-class TinyNet(torch.nn.Module):
-    "A 1-conv stand-in for tests and examples: features (`n_in` -> 2 channels: x, -x), then ReLU, pool, linear."
-    def __init__(self, n_in:int=3, n_outputs:int=14):
-        super().__init__()
-        self.features = torch.nn.Conv2d(n_in, 2, 1, bias=False)
-        with torch.no_grad(): self.features.weight.copy_(torch.tensor([1., -1.]).view(2, 1, 1, 1).expand(2, n_in, 1, 1) / n_in)
-        self.classifier = torch.nn.Linear(2, n_outputs)
-    def forward(self, x):
-        return self.classifier(torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.features(x)), 1).flatten(1))
 
 # %% ../nbs/06_infer.ipynb #70cfc184
 @patch

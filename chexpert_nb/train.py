@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, json, os, tempfile, time, warnings
+import argparse, json, os, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from types import MethodType
@@ -12,23 +12,21 @@ import numpy as np, pandas as pd
 import torch
 from torch import nn
 import torchvision
-from PIL import Image
 from fastcore.basics import store_attr
 from fastai.vision.all import (Datasets, default_device, create_vision_model, model_meta, Learner, Metric, Callback,
     SaveModelCallback, CancelEpochException, Adam, default_split, set_seed, rank_distrib, num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
-from fastai.torch_core import get_model
 from sklearn.metrics import roc_auc_score
-from .data import (OBSERVATIONS, COMPETITION_TASKS, PATHOLOGIES, SAMPLE_DIRNAME, read_chexpert_csv,
-                              default_data, project_root, make_sample)
+from .data import OBSERVATIONS, COMPETITION_TASKS, read_chexpert_csv, default_data
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
 from .fastdata import radiograph_block, retain_freed_memory
+from .bundle import BundleConfig, normalize_stats, save_bundle
 
 # %% auto #0
-__all__ = ['TrainConfig', 'normalize_stats', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch', 'build_model',
-           'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'Checkpoint', 'read_checkpoint',
-           'PretrainedWeightsError', 'paper_adam', 'chexpert_learner', 'load_frames', 'bundle_config', 'save_bundle',
-           'train', 'parse_policy', 'train_parser', 'config_from_args', 'train_cli']
+__all__ = ['TrainConfig', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch', 'auroc_table', 'nanmean', 'AUROC',
+           'auroc_metrics', 'BestModel', 'History', 'Checkpoint', 'read_checkpoint', 'PretrainedWeightsError',
+           'paper_adam', 'chexpert_learner', 'load_frames', 'bundle_config', 'train', 'parse_policy', 'train_parser',
+           'config_from_args', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #785fb168
 @dataclass
@@ -58,13 +56,6 @@ class TrainConfig:
     seed: int = 0
 
 # %% ../nbs/05_train.ipynb #61dbbcee
-def normalize_stats(n_in:int=1) -> dict:
-    "ImageNet mean and std for `n_in` channels (averaged over R, G, B for one)."
-    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    if n_in == 1: return {'mean': [round(float(np.mean(mean)), 4)], 'std': [round(float(np.mean(std)), 4)]}
-    if n_in == 3: return {'mean': mean, 'std': std}
-    raise ValueError(f"n_in must be 1 or 3, not {n_in}")
-
 class _Lookup:
     "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai's `Datasets`."
     def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
@@ -120,11 +111,6 @@ def get_arch(arch:str):
     if not callable(fn): raise ValueError(f"unknown arch {arch!r}: use a torchvision classification model name, "
                                           "e.g. densenet121, densenet169, resnet50, efficientnet_b0.")
     return fn
-
-def build_model(config:dict) -> nn.Module:
-    "The model of a bundle's `config` (`arch`, `n_in`, `n_outputs`), randomly initialised, with no download."
-    return create_vision_model(get_arch(config['arch']), config['n_outputs'], pretrained=False,
-                               n_in=config['n_in'], cut=body_cut(config['arch']))
 
 # %% ../nbs/05_train.ipynb #66e2ace0
 def auroc_table(probs:np.ndarray, # (n, k) probabilities
@@ -276,23 +262,23 @@ def paper_adam(params, lr=1e-4, **kwargs):
     return Adam(params, lr=lr, **{'sqr_mom': 0.999, 'eps': 1e-8, 'wd': 0., **kwargs})
 
 def chexpert_learner(dls, # from `chexpert_dls`
-                     config:dict, # bundle config: arch, n_in, pretrained, policy, n_outputs, tasks
+                     config:BundleConfig, # the bundle config: arch, n_in, pretrained, policy, n_outputs, tasks
                      path:str|Path='.', # the model folder; checkpoints go to `path/checkpoints`
                      cbs:list|None=None) -> Learner:
     "A fastai Learner for CheXpert: `vision_learner`'s model with torchvision's DenseNet body, masked loss, AUROCs."
-    arch = get_arch(config['arch'])
-    try: model = create_vision_model(arch, config['n_outputs'], pretrained=config['pretrained'], n_in=config['n_in'],
-                                     cut=body_cut(config['arch']))
+    arch = get_arch(config.arch)
+    try: model = create_vision_model(arch, config.n_outputs, pretrained=config.pretrained, n_in=config.n_in,
+                                     cut=body_cut(config.arch))
     except Exception as e:
-        if not config['pretrained']: raise
+        if not config.pretrained: raise
         raise PretrainedWeightsError(
-            f"could not load the ImageNet weights of {config['arch']} ({type(e).__name__}: {e}). Training without "
+            f"could not load the ImageNet weights of {config.arch} ({type(e).__name__}: {e}). Training without "
             "them is a different experiment (from scratch, much lower AUROC on real X-rays): choose it explicitly with "
             "--no-pretrained (pretrained=False), or run once where torchvision can download the weights into "
             f"{torch.hub.get_dir()}/checkpoints.") from e
-    learn = Learner(dls, model, loss_func=ChexpertLoss(config['policy']), opt_func=paper_adam,
+    learn = Learner(dls, model, loss_func=ChexpertLoss(config.policy), opt_func=paper_adam,
                     splitter=model_meta.get(arch, {}).get('split', default_split),
-                    metrics=auroc_metrics(config['policy'], config['tasks']), path=path, model_dir='checkpoints', cbs=cbs)
+                    metrics=auroc_metrics(config.policy, config.tasks), path=path, model_dir='checkpoints', cbs=cbs)
     learn.unfreeze()
     if torch.cuda.is_available() and learn.dls.device.type == 'cuda':
         learn.to_channelslast(use_amp=True)  # channels-last model and inputs, fp16 autocast with loss scaling
@@ -310,30 +296,15 @@ def load_frames(cfg:TrainConfig, root:Path) -> tuple[pd.DataFrame, pd.DataFrame]
     if cfg.limit: df = df.sample(min(cfg.limit, len(df)), random_state=cfg.seed).reset_index(drop=True)
     return df, valid
 
-def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_valid:int) -> dict:
-    "The bundle's `config.json` (see CONTRACTS.md), before metrics and thresholds are known."
+def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_valid:int) -> BundleConfig:
+    "The bundle's config (`02_bundle`), before metrics and thresholds are known."
     policy = resolve_policy(cfg.policy)
-    return {'name': Path(cfg.out).name, 'arch': cfg.arch, 'size': cfg.size, 'n_in': cfg.n_in,
-            'observations': list(OBSERVATIONS), 'policy': policy, 'n_outputs': n_outputs(policy),
-            'normalize': normalize_stats(cfg.n_in), 'resize': 'squish', 'frontal_only': cfg.frontal_only,
-            'pretrained': cfg.pretrained, 'tasks': list(cfg.tasks),
-            'data': {'root': str(root), 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
-                     'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank},
-            'training': {k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')},
-            'metrics': {}, 'thresholds': {}}
-
-# %% ../nbs/05_train.ipynb #94156f67
-def save_bundle(model:Learner|nn.Module, # a Learner or its model
-                config:dict, # from `bundle_config`, with metrics filled in
-                model_dir:str|Path) -> Path:
-    "Write `model.safetensors` and `config.json` to `model_dir`."
-    from safetensors.torch import save_file
-    model = get_model(getattr(model, 'model', model))
-    model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(model_dir/'model.safetensors'), metadata={'format': 'pt', 'arch': config['arch']})
-    (model_dir/'config.json').write_text(json.dumps(config, indent=1))
-    return model_dir
+    return BundleConfig(name=Path(cfg.out).name, arch=cfg.arch, size=cfg.size, n_in=cfg.n_in, policy=policy,
+        n_outputs=n_outputs(policy), normalize=normalize_stats(cfg.n_in), frontal_only=cfg.frontal_only,
+        pretrained=cfg.pretrained, tasks=list(cfg.tasks),
+        data={'root': str(root), 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
+              'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank},
+        training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')})
 
 # %% ../nbs/05_train.ipynb #7b5eb411
 def _broadcast(self, t, rank):
@@ -414,7 +385,7 @@ def train(cfg:TrainConfig, # what to train; with `resume`, the saved configurati
         learn.load(state['file'], with_opt=True, weights_only=False)
         if state['epoch'] >= cfg.epochs and state['batch'] == 0:  # the stage had finished
             state = {**state, 'stage': state['stage'] + 1, 'epoch': 0}
-    self_trained = [o for o, p in config['policy'].items() if p == 'U-SelfTrained']
+    self_trained = [o for o, p in config.policy.items() if p == 'U-SelfTrained']
     stage = state['stage'] if state else 1
     start = state if state and state['epoch'] < cfg.epochs else None
     if stage == 1:
@@ -431,8 +402,8 @@ def train(cfg:TrainConfig, # what to train; with `resume`, the saved configurati
         if not rank_distrib(): print(f"U-SelfTrained: relabelled the uncertain labels of {self_trained}; training again")
         _fit(learn, cfg, start, 2, cfg.lr)
     if not rank_distrib():
-        config['metrics'] = _best_metrics(out, cfg.tasks)
-        save_bundle(learn, config, out)
+        config.metrics = _best_metrics(out, cfg.tasks)
+        save_bundle(learn.model, config, out)
     distrib_barrier()
     return learn
 

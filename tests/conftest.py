@@ -20,13 +20,12 @@ def sample_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def trained_models(tmp_path_factory, sample_dir):
     "A models folder with one bundle trained briefly on the synthetic sample (64 px, 1 epoch, CPU), with thresholds."
-    import json
     from chexpert_nb.train import TrainConfig, train
     models = tmp_path_factory.mktemp('models')
     out = models/'tiny-densenet121'
     train(TrainConfig(data=str(sample_dir), out=str(out), pretrained=False, size=64, epochs=1, bs=16, augment=False,
                       num_workers=0, checkpoint_every=10**6), quiet=True)
-    config = json.loads((out/'config.json').read_text())  # thresholds as 07_evaluate saves them, for half of them
-    config['thresholds'] = {o: 0.5 for o in config['observations'][::2]}
-    (out/'config.json').write_text(json.dumps(config, indent=1))
+    from chexpert_nb.bundle import set_thresholds
+    from chexpert_nb.data import OBSERVATIONS
+    set_thresholds(out, {o: 0.5 for o in OBSERVATIONS[::2]}, 'fixed (test)')  # as 07_evaluate saves them, for half
     return models

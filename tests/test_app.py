@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from chexpert_nb.data import OBSERVATIONS
 from chexpert_nb.app import ChexpertApp, MAX_FILE_MB
-from chexpert_nb.infer import make_dicom
+from chexpert_nb.testing import make_dicom
 
 
 def _file(name, content, size=None):

@@ -37,9 +37,12 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert m['tasks'] == [t for t in COMPETITION_TASKS if t in scored]
     assert np.isclose(m['auroc'], np.mean([o['auroc'] for o in ev['observations'] if o['observation'] in m['tasks']]))
     config = json.loads((model/'config.json').read_text())
-    assert set(config['thresholds']) == set(scored) and config['threshold_method'] == 'youden'
-    assert {k: v for k, v in config.items() if k not in ('thresholds', 'threshold_method')} == \
-           {k: v for k, v in before.items() if k != 'thresholds'}  # nothing else in the bundle changed
+    assert set(config['thresholds']) == set(scored) | set(before['thresholds'])  # the unscored keep theirs
+    for o in scored: assert config['threshold_sources'][o]['method'] == 'youden' and \
+                            config['threshold_sources'][o]['csv'] == str(sample_dir/'valid.csv')
+    for o in set(before['thresholds']) - set(scored): assert config['thresholds'][o] == before['thresholds'][o]
+    keep = lambda c: {k: v for k, v in c.items() if k not in ('thresholds', 'threshold_sources')}
+    assert keep(config) == keep(before)  # nothing else in the bundle changed
     assert (model/'roc.png').stat().st_size > 10_000
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
@@ -50,6 +53,7 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
 def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_dir, tmp_path):
     "The NIH sample: 228 one-image studies (flat layout found automatically), six observations never labelled."
     model = tmp_path/'m'; shutil.copytree(bundle, model)
+    before = json.loads((model/'config.json').read_text())
     r = _evaluate('--model', model, '--csv', nih_dir/'labels.csv', '--n-boot', 100, '--threshold', 'f1')
     assert r.returncode == 0, r.stderr
     ev = json.loads((model/'evaluation.json').read_text())
@@ -59,7 +63,9 @@ def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_
     assert ev['competition_mean']['tasks'] == COMPETITION_TASKS and ev['competition_mean']['unscorable'] == []
     assert 'unscorable: Enlarged Cardiomediastinum (no positive study)' in r.stdout
     config = json.loads((model/'config.json').read_text())
-    assert set(config['thresholds']) == set(OBSERVATIONS) - set(ev['unscorable'])
+    scored = set(OBSERVATIONS) - set(ev['unscorable'])
+    assert set(config['thresholds']) == scored | set(before['thresholds'])
+    for o in set(ev['unscorable']) & set(before['thresholds']): assert config['thresholds'][o] == before['thresholds'][o]
 
 
 def test_evaluate_reports_bad_input(bundle, sample_dir, tmp_path):

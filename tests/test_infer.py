@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from chexpert_nb.data import OBSERVATIONS, read_chexpert_csv
-from chexpert_nb.infer import ImageLoadError, load_image, make_dicom, Predictor
+from chexpert_nb.infer import ImageLoadError, load_image, Predictor
+from chexpert_nb.testing import make_dicom
 
 BIN = Path(sys.executable).parent
 
@@ -75,7 +76,7 @@ def test_predictor_equals_the_trained_learner(mc_run, sample_dir):
     from chexpert_nb.train import load_frames
     cfg, learn = mc_run
     pred = Predictor.from_bundle(cfg.out, device='cpu')
-    assert pred.config['n_in'] == 3 and pred.config['n_outputs'] == 16
+    assert pred.config.n_in == 3 and pred.config.n_outputs == 16
     _, valid = load_frames(cfg, sample_dir)
     with learn.no_bar(): ref = learn.get_preds(dl=learn.dls.valid)[0].numpy()
     ours = pred.predict([Path(f).read_bytes() for f in valid.file])

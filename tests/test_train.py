@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, torch
 from chexpert_nb.data import PATHOLOGIES, make_sample
 from chexpert_nb.labels import to_probs
 from chexpert_nb.train import TrainConfig, train, load_frames, chexpert_dls, auroc_table, nanmean
-from chexpert_nb.infer import load_bundle
+from chexpert_nb.bundle import load_bundle
 
 BIN = Path(sys.executable).parent
 TINY = ['--no-pretrained', '--size', '32', '--bs', '4', '--num-workers', '0', '--quiet', '--seed', '1']
@@ -23,7 +23,7 @@ def _bundle_auroc(out:Path) -> float:
     dls = chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, num_workers=0, device='cpu')
     probs, targs = [], []
     with torch.no_grad():
-        for x, y in dls.valid: probs.append(to_probs(model(x), config['policy'])); targs.append(y)
+        for x, y in dls.valid: probs.append(to_probs(model(x), config.policy)); targs.append(y)
     from chexpert_nb.data import OBSERVATIONS
     idx = [OBSERVATIONS.index(t) for t in cfg.tasks]
     return nanmean(auroc_table(torch.cat(probs).numpy()[:, idx], torch.cat(targs).numpy()[:, idx], cfg.tasks))
@@ -106,5 +106,5 @@ def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_p
     y = learn.dls.targets[:len(train_df)]  # the stage-2 targets
     assert np.allclose(y[unc, j], relabel[unc, j]) and set(np.unique(y[~unc, j])) <= {0.0, 1.0}
     model, config = load_bundle(out)
-    assert config['n_outputs'] == 16 and config['policy']['Cardiomegaly'] == 'U-MultiClass'
+    assert config.n_outputs == 16 and config.policy['Cardiomegaly'] == 'U-MultiClass'
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 16)
