@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 
 # %% auto #0
 __all__ = ['OBSERVATIONS', 'COMPETITION_TASKS', 'META_COLUMNS', 'COLUMNS', 'LABEL_VALUES', 'DATA_DIRNAMES', 'SAMPLE_DIRNAME',
-           'SIGNS', 'PATHOLOGIES', 'SPLITS', 'NIH_FINDINGS', 'NIH_FILE', 'NIH_SPLIT_FILES', 'GOOGLE2019_FILE',
+           'SIGNS', 'PATHOLOGIES', 'NIH_FINDINGS', 'NIH_FILE', 'NIH_SPLIT_FILES', 'GOOGLE2019_FILE',
            'GOOGLE2019_FINDINGS', 'PADCHEST_FILE', 'PADCHEST_FINDINGS', 'PADCHEST_FRONTAL', 'PADCHEST_LATERAL',
            'MIMIC_FILES', 'MIMIC_FRONTAL', 'MIMIC_LATERAL', 'DATASETS', 'find_chexpert', 'real_train_csv',
            'project_root', 'default_data', 'CheXpertCSVError', 'read_chexpert_csv', 'study_labels', 'label_counts',
@@ -174,9 +174,10 @@ def study_labels(df:pd.DataFrame) -> pd.DataFrame:
 def label_counts(df:pd.DataFrame, # from `read_chexpert_csv`
                  level:str='study', # 'study' (as in the paper's Table 1) or 'image'
                 ) -> pd.DataFrame:
-    "Positive / uncertain / negative (0 or blank) counts and percentages per observation."
+    "Positive / uncertain / negative (0 or blank) counts and percentages per observation the dataset labels."
     if level not in ('study', 'image'): raise ValueError(f"level must be 'study' or 'image', not {level!r}")
-    labels = (study_labels(df) if level == 'study' else df)[OBSERVATIONS]
+    observations = [o for o in OBSERVATIONS if o in df.attrs.get('labelled', OBSERVATIONS)]  # see `read_dataset`
+    labels = (study_labels(df) if level == 'study' else df)[observations]
     counts = pd.DataFrame({'positive': (labels == 1).sum(), 'uncertain': (labels == -1).sum()})
     counts['negative'] = len(labels) - counts.positive - counts.uncertain
     for c in ('positive', 'uncertain', 'negative'): counts[f'{c} %'] = (100 * counts[c] / len(labels)).round(1)
@@ -310,8 +311,6 @@ def show_images(df:pd.DataFrame, # rows with a `file` column (from `read_chexper
     return fig
 
 # %% ../nbs/00_data.ipynb #16ae7cbc
-SPLITS = ('train', 'valid', 'test')
-
 def dataset_file(root:str|Path, # the folder the dataset's download was put in
                  name:str, # the file's name, e.g. 'Data_Entry_2017_v2020.csv'
                  dataset:str='this dataset', # its name, for the error
