@@ -567,7 +567,8 @@ def _read_chexpert(root:str|Path, split:str|None=None, frontal_only:bool=False, 
         parts.append(read_chexpert_csv(csv_path, root if images else None, missing=missing).assign(split=s))
     df = pd.concat(parts, ignore_index=True)
     if frontal_only: df = df[df['Frontal/Lateral'] == 'Frontal'].reset_index(drop=True)
-    df.attrs.update(labelled=list(OBSERVATIONS), dataset='chexpert')
+    df.attrs.update(labelled=list(OBSERVATIONS), dataset='chexpert',  # pd.concat drops attrs that differ
+                    missing_files=[f for p in parts for f in p.attrs.get('missing_files', [])])
     return df
 
 DATASETS = {'chexpert': _read_chexpert, 'nih': read_nih, 'nih-google': read_nih_google,
