@@ -10,27 +10,48 @@ import torch.nn.functional as F
 from .data import OBSERVATIONS, COMPETITION_TASKS
 
 # %% auto #0
-__all__ = ['POLICIES', 'DEFAULT_POLICY', 'LSR_RANGES', 'resolve_policy', 'make_targets', 'n_outputs', 'output_slices', 'to_probs',
-           'ChexpertLoss', 'patient_split']
+__all__ = ['POLICIES', 'LSR_RANGES', 'PRESETS', 'DEFAULT_PRESET', 'DEFAULT_POLICY', 'resolve_policy', 'make_targets', 'n_outputs',
+           'output_slices', 'to_probs', 'ChexpertLoss', 'patient_split']
 
 # %% ../nbs/01_labels.ipynb #56d30d61
 POLICIES = ('U-Ignore', 'U-Zeros', 'U-Ones', 'U-MultiClass', 'U-SelfTrained', 'U-Ones+LSR', 'U-Zeros+LSR')
-DEFAULT_POLICY = {o: 'U-Ones' if o in ('Atelectasis', 'Edema') else 'U-Zeros' for o in OBSERVATIONS}
 LSR_RANGES = {'U-Ones+LSR': (0.55, 0.85), 'U-Zeros+LSR': (0.0, 0.3)}  # Pham et al. 2020
 
-def resolve_policy(policy:str|dict|None=None, # one policy name for all, {observation: name} (others: default), None: default
+def _preset(ones:str, zeros:str, special:dict|None=None) -> dict:
+    "`ones` for Atelectasis and Edema, `zeros` for the other observations, then the `special` ones."
+    return {o: ones if o in ('Atelectasis', 'Edema') else zeros for o in OBSERVATIONS} | (special or {})
+
+PRESETS = {  # name: {observation: policy}; see the table below for where each comes from
+    'jfhealthcare': _preset('U-Ones', 'U-Zeros'),
+    'paper-best': _preset('U-Ones', 'U-Zeros', {'Cardiomegaly': 'U-MultiClass', 'Pleural Effusion': 'U-MultiClass',
+                                                'Consolidation': 'U-SelfTrained'}),
+    'pham2020': _preset('U-Ones+LSR', 'U-Zeros+LSR'),
+}
+DEFAULT_PRESET = 'jfhealthcare'
+DEFAULT_POLICY = PRESETS[DEFAULT_PRESET]  # what `policy=None` means everywhere
+
+def resolve_policy(policy:str|dict|None=None, # a preset name, one policy name for all, {observation: name} (others: default), None: default
                   ) -> dict:
     "The policy name of each of the 14 observations, checked."
     if policy is None: policy = {}
-    if isinstance(policy, str): policy = {o: policy for o in OBSERVATIONS}
+    if isinstance(policy, str): policy = dict(PRESETS[policy]) if policy in PRESETS else {o: policy for o in OBSERVATIONS}
     unknown = [o for o in policy if o not in OBSERVATIONS]
     if unknown: raise ValueError(f"unknown observation(s) {unknown} in the policy; the observations are {OBSERVATIONS}.")
     full = {**DEFAULT_POLICY, **policy}
     bad = {o: p for o, p in full.items() if p not in POLICIES}
-    if bad: raise ValueError(f"unknown uncertainty policy {bad}: choose one of {list(POLICIES)}.")
+    if bad: raise ValueError(f"unknown uncertainty policy {bad}: choose one of {list(POLICIES)} "
+                             f"or a preset, one of {list(PRESETS)}.")
     return {o: full[o] for o in OBSERVATIONS}
 
 # %% ../nbs/01_labels.ipynb #39115741
+def _labelled(df:pd.DataFrame) -> list:
+    "The observations `df`'s dataset labels: `df.attrs['labelled']` when set (see `read_dataset`), else all 14."
+    labelled = list(df.attrs.get('labelled', OBSERVATIONS))
+    unknown = [o for o in labelled if o not in OBSERVATIONS]
+    if unknown: raise ValueError(f"df.attrs['labelled'] names {unknown}, which are not observations; "
+                                 f"the observations are {OBSERVATIONS}.")
+    return labelled
+
 def make_targets(df:pd.DataFrame, # frame with the 14 observation columns (1, 0, -1, NaN)
                  policy:str|dict|None=None, # see `resolve_policy`
                  blank:str='negative', # a blank label: 'negative' (not mentioned = absent) or 'ignore' (masked)
@@ -39,7 +60,7 @@ def make_targets(df:pd.DataFrame, # frame with the 14 observation columns (1, 0,
                 ) -> np.ndarray:
     "Float32 targets (n, 14) under `policy`: NaN = masked out of the loss, -1 = uncertain class of U-MultiClass."
     if blank not in ('negative', 'ignore'): raise ValueError(f"blank must be 'negative' or 'ignore', not {blank!r}")
-    policy = resolve_policy(policy)
+    policy, labelled = resolve_policy(policy), _labelled(df)
     labels = df[OBSERVATIONS].to_numpy(dtype='float32')
     y = np.where(np.isnan(labels), 0.0 if blank == 'negative' else np.nan, labels).astype('float32')
     rng = np.random.default_rng(seed)
@@ -51,6 +72,7 @@ def make_targets(df:pd.DataFrame, # frame with the 14 observation columns (1, 0,
         elif p == 'U-MultiClass': y[unc, j] = -1.0
         elif p == 'U-SelfTrained': y[unc, j] = np.nan if relabel is None else relabel[unc, j]
         else: y[unc, j] = rng.uniform(*LSR_RANGES[p], size=int(unc.sum()))
+        if obs not in labelled: y[:, j] = np.nan  # the dataset says nothing about it: not a negative
     return y
 
 # %% ../nbs/01_labels.ipynb #ebe0c82b
