@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np, pandas as pd
 import torch
 import torch.nn.functional as F
-from .data import OBSERVATIONS, COMPETITION_TASKS
+from .data import OBSERVATIONS
 
 # %% auto #0
 __all__ = ['POLICIES', 'LSR_RANGES', 'PRESETS', 'DEFAULT_PRESET', 'DEFAULT_POLICY', 'resolve_policy', 'make_targets', 'n_outputs',
