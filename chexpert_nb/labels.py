@@ -5,9 +5,9 @@
 # %% ../nbs/01_labels.ipynb #34059613
 from __future__ import annotations
 import numpy as np, pandas as pd
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 from .data import OBSERVATIONS
+if TYPE_CHECKING: import torch  # for annotations: torch is imported where it is used
 
 # %% auto #0
 __all__ = ['POLICIES', 'LSR_RANGES', 'PRESETS', 'DEFAULT_PRESET', 'DEFAULT_POLICY', 'resolve_policy', 'make_targets', 'n_outputs',
@@ -91,6 +91,7 @@ def output_slices(policy:str|dict|None=None) -> list[slice]:
 def to_probs(logits:torch.Tensor, # (n, n_outputs(policy)) model outputs
              policy:str|dict|None=None) -> torch.Tensor:
     "The (n, 14) probability of each observation being present."
+    import torch
     logits = logits.float()
     probs = []
     for s in output_slices(policy):
@@ -101,14 +102,15 @@ def to_probs(logits:torch.Tensor, # (n, n_outputs(policy)) model outputs
     return torch.stack(probs, dim=1)
 
 # %% ../nbs/01_labels.ipynb #b2379efc
-class ChexpertLoss(torch.nn.Module):
+class ChexpertLoss:
     "Masked BCE for binary observations plus cross-entropy for U-MultiClass ones, averaged over unmasked entries."
     def __init__(self, policy:str|dict|None=None):
-        super().__init__()
         self.policy = resolve_policy(policy)
         self.slices = output_slices(self.policy)
 
-    def forward(self, logits:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
         logits, targets = logits.float(), targets.float()
         total, count = logits.new_zeros(()), 0
         for j, s in enumerate(self.slices):
