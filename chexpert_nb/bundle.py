@@ -20,7 +20,8 @@ if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch i
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'BundleError',
            'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model', 'to_model_input', 'preprocess',
            'reference_images', 'make_reference', 'check_reference', 'self_check', 'write_config', 'save_bundle',
-           'read_config', 'load_bundle', 'set_thresholds', 'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli']
+           'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration',
+           'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 2  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources
@@ -51,6 +52,7 @@ class BundleConfig:
     threshold_sources: dict = field(default_factory=dict)  # observation -> {'method', 'csv', 'n_studies', 'chosen_at'}
     onnx: dict = field(default_factory=dict)  # model.onnx, when exported: {'file', 'opset', 'inputs', 'outputs', 'torch'}
     reference: dict = field(default_factory=dict)  # the self-check: the model's outputs on seeded inputs at export
+    calibration: dict = field(default_factory=dict)  # {'method': 'temperature', 'temperatures': {obs: T}, 'fitted_on': {...}}
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict: return asdict(self)
@@ -362,7 +364,42 @@ def set_thresholds(model_dir:str|Path, # the bundle to update
     write_config(config, model_dir)
     return config
 
-# %% ../nbs/02_bundle.ipynb #1f12cbdb
+# %% ../nbs/02_bundle.ipynb #75f9b18c
+def _logit(p): p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7); return np.log(p / (1 - p))
+
+def fit_temperature(y:np.ndarray, # 0/1 labels (both classes present)
+                    p:np.ndarray, # probabilities
+                   ) -> float:
+    "The temperature T minimising the negative log-likelihood of sigmoid(logit(p) / T) on (y, p)."
+    from scipy.optimize import minimize_scalar
+    y, z = np.asarray(y, np.float64), _logit(p)
+    def nll(log_t):
+        q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method='bounded').x))
+
+def calibrate(probs:np.ndarray, # (n, len(config.observations)) probabilities in observation order
+              config:BundleConfig) -> np.ndarray:
+    "`probs` with each observation's temperature applied (unchanged where the bundle has none)."
+    temps = (config.calibration or {}).get('temperatures') or {}
+    if not temps: return probs
+    out = np.array(probs, dtype=np.float64, copy=True)
+    for j, o in enumerate(config.observations):
+        if o in temps: out[:, j] = 1 / (1 + np.exp(-_logit(out[:, j]) / temps[o]))
+    return out.astype(np.asarray(probs).dtype)
+
+def set_calibration(model_dir:str|Path, # the bundle to update
+                    temperatures:dict, # observation -> T (replaces the bundle's calibration)
+                    fitted_on:dict, # what they were fitted on, e.g. {'csv': ..., 'n_studies': {...}}
+                   ) -> BundleConfig:
+    "Record per-observation temperatures in the bundle's config, with what they were fitted on and when."
+    config = read_config(model_dir)
+    config.calibration = {'method': 'temperature', 'temperatures': {o: round(float(t), 6) for o, t in temperatures.items()},
+                          'fitted_on': {**fitted_on, 'at': time.strftime('%Y-%m-%d %H:%M:%S')}}
+    write_config(config, model_dir)
+    return config
+
+# %% ../nbs/02_bundle.ipynb #94ec599b
 def is_bundle(path:str|Path) -> bool:
     "Whether `path` is a folder holding both files of a bundle."
     return (Path(path)/CONFIG_FILE).is_file() and (Path(path)/WEIGHTS_FILE).is_file()
@@ -375,7 +412,7 @@ def list_models(folder:str|Path, # a folder holding one sub-folder per model bun
     bundles = [d for d in folder.iterdir() if d.is_dir() and is_bundle(d)]
     return sorted(bundles, key=lambda d: ((d/WEIGHTS_FILE).stat().st_mtime, d.name), reverse=True)
 
-# %% ../nbs/02_bundle.ipynb #d66fc07f
+# %% ../nbs/02_bundle.ipynb #c97e424c
 ONNX_FILE = 'model.onnx'
 
 def _graph_module(model, config:BundleConfig):
