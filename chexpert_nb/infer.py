@@ -170,13 +170,16 @@ def load_image(src:str|Path|bytes|Image.Image, # a path, the file's bytes, or an
                max_pixels:int=MAX_PIXELS, # larger images are refused as possible decompression bombs
               ) -> Image.Image:
     "An 8-bit grayscale (`L`) PIL image of a JPEG, PNG or DICOM file; `ImageLoadError` for anything unusable."
-    name = name or (str(src) if isinstance(src, (str, os.PathLike)) else
-                    '<PIL image>' if isinstance(src, Image.Image) else '<uploaded bytes>')
+    name = name or _name_of(src)
     try: return _load_image(src, name, max_pixels)
     except ImageLoadError: raise
     except Exception as e:  # whatever a decoder raises on a file it chokes on: this file's error, not the caller's
         raise ImageLoadError(f"{name} cannot be read as an X-ray ({type(e).__name__}: {e}): the file is damaged or in "
                              "a layout this loader does not handle; export it again as PNG, JPEG or DICOM.") from e
+
+def _name_of(src) -> str:
+    "How errors name a source given without a name."
+    return str(src) if isinstance(src, (str, os.PathLike)) else '<PIL image>' if isinstance(src, Image.Image) else '<uploaded bytes>'
 
 def _load_image(src, name:str, max_pixels:int) -> Image.Image:
     if isinstance(src, Image.Image): return to_gray(src)
@@ -254,7 +257,7 @@ class Predictor:
         img = load_image(src, name)
         try: return img, preprocess(img, self.config)
         except Exception as e:
-            raise ImageLoadError(f"{name or src} loaded but cannot be preprocessed for the model ({type(e).__name__}: "
+            raise ImageLoadError(f"{name or _name_of(src)} loaded but cannot be preprocessed for the model ({type(e).__name__}: "
                                  f"{e}); export it again as PNG, JPEG or DICOM.") from e
 
     def _forward(self, xs:list, names:list) -> list:
