@@ -200,3 +200,19 @@ def test_one_bad_dicom_costs_a_study_nothing(tiny_model):
     r = pred.predict_study([('good.png', good), ('long.dcm', buf.getvalue())])
     assert list(r.errors) == ['long.dcm'] and 'long.dcm: its pixel data decodes to shape (3, 8, 8)' in r.errors['long.dcm']
     np.testing.assert_allclose(r.study.to_numpy(), pred.predict(good)[0], atol=1e-6)
+
+
+def test_find_images_counts_an_unreadable_folder(tmp_path, monkeypatch):
+    "A folder that cannot be listed is counted, not ignored (simulated: as root, permissions do not stop a listing)."
+    from collections import Counter
+    from chexpert_nb.infer import find_images, skipped_text
+    (tmp_path/'ok').mkdir(); (tmp_path/'locked').mkdir()
+    Image.new('L', (8, 8)).save(tmp_path/'ok'/'a.png'); (tmp_path/'ok'/'b.gif').write_bytes(b'GIF89a')
+    scandir = os.scandir
+    def guarded(path='.'):
+        if str(path).endswith('locked'): raise PermissionError(13, 'Permission denied', str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, 'scandir', guarded)
+    skipped = Counter()
+    assert list(find_images([tmp_path], skipped)) == [str(tmp_path/'ok'/'a.png')]
+    assert skipped_text(skipped) == '1 skipped: 1 .gif; 1 unreadable folder'
