@@ -479,6 +479,6 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
     except KeyboardInterrupt as e:
         print('interrupted; ' + '; '.join(getattr(e, '__notes__', ['no row was written'])), file=sys.stderr); return 130
     print(f"{out}: {counts['images']} images ({counts['failed']} failed), {counts['studies']} study rows", file=sys.stderr)
-    if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (not JPEG, PNG or DICOM)", file=sys.stderr)
+    if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
     if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
     return int(counts['failed'] > 0 or counts['images'] == 0)
