@@ -5,7 +5,8 @@ saved model bundle, aggregate a study, show Grad-CAM heatmaps, and predict whole
 
 # %% ../nbs/06_infer.ipynb #c836d0e2
 from __future__ import annotations
-import io, os, sys, warnings
+import csv, io, os, sys, tempfile, time, warnings
+from collections import Counter
 from typing import Annotated
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,12 @@ import numpy as np, pandas as pd
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.script import call_parse, CliError
-from fastcore.basics import patch
 from .bundle import BundleConfig, load_bundle, preprocess
+from .data import OBSERVATIONS
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult', 'Predictor', 'overlay',
-           'find_images', 'predict_files', 'predict_to_csv', 'predict_cli']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult', 'aggregate_studies',
+           'Predictor', 'overlay', 'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -110,16 +111,58 @@ def _open_dicom(data:bytes, name:str, max_pixels:int) -> Image.Image:
                                         "one frame: export the frame you want as its own DICOM or PNG.")
     w, h = int(ds.get('Columns', 0)), int(ds.get('Rows', 0))
     if w * h > max_pixels: raise _too_large(name, w, h, max_pixels)
+    # unsigned: the stored values as they are, to check them against BitsStored; signed: sign-extended by pydicom
+    ds.pixel_array_options(correct_unused_bits=int(ds.get('PixelRepresentation', 0) or 0) == 1)
     try: arr = ds.pixel_array
     except Exception as e:
         ts = getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID', None)
         raise ImageLoadError(f"{name}: its pixel data cannot be decoded (transfer syntax "
             f"{getattr(ts, 'name', ts)}; {type(e).__name__}: {e}). Install a pydicom decoder for it (pylibjpeg "
             f"or GDCM), or export the image uncompressed.{damaged}") from e
-    if arr.ndim == 3: return to_gray(Image.fromarray(arr.astype(np.uint8), 'RGB'))  # colour (RGB after pydicom)
+    spp = int(ds.get('SamplesPerPixel', 1) or 1)
+    if arr.shape != ((h, w) if spp == 1 else (h, w, spp)):  # e.g. pixel data longer than Rows x Columns: extra frames
+        raise ImageLoadError(f"{name}: its pixel data decodes to shape {arr.shape}, but its header declares one frame of "
+            f"{h} x {w} pixels with {spp} sample(s) each: the pixel data is longer or shorter than the header says "
+            "(a damaged file, or wrong Rows, Columns or NumberOfFrames); export it again.")
+    _check_bits_stored(arr, ds, name)
+    photometric = str(ds.get('PhotometricInterpretation', '')).strip()
+    if arr.ndim == 3: return _dicom_colour(arr, ds, name, photometric, int(ds.get('BitsStored', 8) or 8))
+    if photometric == 'PALETTE COLOR':
+        from pydicom.pixels import apply_color_lut
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return _dicom_colour(apply_color_lut(arr, ds), ds, name, 'RGB', bits)
+    if arr.dtype.kind == 'f' and not np.isfinite(arr).all():
+        raise ImageLoadError(f"{name}: its float pixel data holds {(~np.isfinite(arr)).sum()} NaN or infinite values; "
+                             "it is not an image that can be displayed: export it again.")
     arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
-    if str(ds.get('PhotometricInterpretation', '')).strip() == 'MONOCHROME1': arr = arr.max() - arr
+    if photometric == 'MONOCHROME1': arr = arr.max() - arr
     return _stretch(arr)
+
+def _check_bits_stored(arr:np.ndarray, ds, name:str):
+    "Refuse unsigned pixels above the range their BitsStored declares: masking them to it would wrap the image."
+    bits = int(ds.get('BitsStored', 0) or 0)
+    if arr.dtype.kind != 'u' or not 0 < bits < arr.dtype.itemsize * 8 or arr.size == 0: return
+    if arr.max() > 2 ** bits - 1:
+        raise ImageLoadError(f"{name}: its pixel values reach {arr.max()}, beyond the {bits}-bit range "
+            f"its header declares (BitsStored {bits}; the high bits may hold old overlays): reading it either way could "
+            "show a wrapped image. Fix BitsStored or export the image again.")
+
+_COLOUR = ('RGB', 'YBR_FULL', 'YBR_FULL_422', 'YBR_ICT', 'YBR_RCT')  # pydicom returns these as RGB
+
+def _dicom_colour(arr:np.ndarray, ds, name:str, photometric:str, bits:int) -> Image.Image:
+    "An 8-bit RGB image of a colour DICOM's `(rows, cols, 3)` pixels, scaled from `bits` bits (never wrapped)."
+    if photometric not in _COLOUR or arr.shape[-1] != 3:
+        raise ImageLoadError(f"{name}: a colour DICOM in {photometric or 'no'} photometric interpretation with "
+                             f"{arr.shape[-1]} samples per pixel, which this loader does not read; export it as "
+                             "MONOCHROME2 or RGB.")
+    if arr.dtype.kind not in 'ui' or int(ds.get('PixelRepresentation', 0) or 0) == 1 or arr.min() < 0:
+        raise ImageLoadError(f"{name}: a colour DICOM with signed or float pixels ({arr.dtype}), which no colour "
+                             "display uses: the header is wrong or the file is damaged; export it again.")
+    top = 2 ** bits - 1
+    if arr.max() > top:
+        raise ImageLoadError(f"{name}: its colour pixels reach {arr.max()}, beyond the {bits}-bit range its header "
+                             f"declares (BitsStored {bits}): the header is wrong or the file is damaged; export it again.")
+    return Image.fromarray(np.rint(arr * (255.0 / top)).astype(np.uint8), 'RGB')
 
 # %% ../nbs/06_infer.ipynb #d80acd81
 def load_image(src:str|Path|bytes|Image.Image, # a path, the file's bytes, or an already opened PIL image
@@ -127,6 +170,18 @@ def load_image(src:str|Path|bytes|Image.Image, # a path, the file's bytes, or an
                max_pixels:int=MAX_PIXELS, # larger images are refused as possible decompression bombs
               ) -> Image.Image:
     "An 8-bit grayscale (`L`) PIL image of a JPEG, PNG or DICOM file; `ImageLoadError` for anything unusable."
+    name = name or _name_of(src)
+    try: return _load_image(src, name, max_pixels)
+    except ImageLoadError: raise
+    except Exception as e:  # whatever a decoder raises on a file it chokes on: this file's error, not the caller's
+        raise ImageLoadError(f"{name} cannot be read as an X-ray ({type(e).__name__}: {e}): the file is damaged or in "
+                             "a layout this loader does not handle; export it again as PNG, JPEG or DICOM.") from e
+
+def _name_of(src) -> str:
+    "How errors name a source given without a name."
+    return str(src) if isinstance(src, (str, os.PathLike)) else '<PIL image>' if isinstance(src, Image.Image) else '<uploaded bytes>'
+
+def _load_image(src, name:str, max_pixels:int) -> Image.Image:
     if isinstance(src, Image.Image): return to_gray(src)
     data, name = _read_source(src, name)
     if not data: raise ImageLoadError(f"{name} is empty (0 bytes): the upload or copy failed; try again.")
@@ -152,6 +207,14 @@ def _unique_names(names):
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
     return out
+
+# %% ../nbs/06_infer.ipynb #ad766868
+def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
+                      how:str='max', # 'max' over the study's images (as in the paper) or 'mean'
+                      observations:list=OBSERVATIONS) -> pd.DataFrame:
+    "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
+    if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
+    return per_image.groupby('study', sort=False)[list(observations)].agg(how)
 
 # %% ../nbs/06_infer.ipynb #9eb90314
 class _ObservationTarget:
@@ -189,58 +252,71 @@ class Predictor:
         from chexpert_nb.labels import to_probs
         with torch.inference_mode(): return to_probs(self.model(x.to(self.device)), self.policy).cpu().numpy()
 
+    def _input(self, src, name:str|None=None) -> tuple[Image.Image, torch.Tensor]:
+        "The loaded image and its model input; any failure is an `ImageLoadError` naming the file."
+        img = load_image(src, name)
+        try: return img, preprocess(img, self.config)
+        except Exception as e:
+            raise ImageLoadError(f"{name or _name_of(src)} loaded but cannot be preprocessed for the model ({type(e).__name__}: "
+                                 f"{e}); export it again as PNG, JPEG or DICOM.") from e
+
+    def _forward(self, xs:list, names:list) -> list:
+        "`(probabilities, '')` per model input, or `(None, error)` for one the model fails on (retried one by one)."
+        if not xs: return []
+        try: return [(p, '') for p in self._probs(torch.stack(xs))]
+        except Exception as e:
+            if len(xs) > 1: return [r for x, n in zip(xs, names) for r in self._forward([x], [n])]
+            return [(None, f"{names[0]}: the model failed on this image ({type(e).__name__}: {e}).")]
+
     def predict(self, images:list, # PIL images, paths or bytes (each loaded with `load_image`)
                 batch_size:int=16) -> np.ndarray:
         "`(n, 14)` probabilities in `observations` order; raises `ImageLoadError` for an unusable image."
         if isinstance(images, (str, Path, bytes, Image.Image)): images = [images]
         out = [np.empty((0, len(self.observations)), np.float32)]
         for i in range(0, len(images), batch_size):
-            x = torch.stack([preprocess(load_image(im), self.config) for im in images[i:i + batch_size]])
-            out.append(self._probs(x))
+            out.append(self._probs(torch.stack([self._input(im)[1] for im in images[i:i + batch_size]])))
         return np.concatenate(out)
 
-# %% ../nbs/06_infer.ipynb #70cfc184
-@patch
-def predict_study(self:Predictor, items:list, # (name, bytes|path|PIL image) pairs, or paths, of one study's images
-                  aggregate:str='max', # 'max' over the images (as in the paper) or 'mean'
-                 ) -> StudyResult:
-    "Per-image probabilities, the study-level aggregate, and decisions at the saved thresholds; bad images are listed."
-    if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
-    items = [it if isinstance(it, tuple) else (str(it), it) for it in items]
-    names = _unique_names([str(n) for n, _ in items])
-    images, errors = {}, {}
-    for name, (_, src) in zip(names, items):
-        try: images[name] = load_image(src, name=name)
-        except ImageLoadError as e: errors[name] = str(e)
-    probs = dict(zip(images, self.predict(list(images.values())))) if images else {}
-    nan = np.full(len(self.observations), np.nan)
-    per_image = pd.DataFrame([probs.get(n, nan) for n in names], columns=self.observations)
-    per_image.insert(0, 'name', names)
-    per_image['error'] = [errors.get(n, '') for n in names]
-    loaded = per_image.loc[per_image.error == '', self.observations]
-    study = getattr(loaded, aggregate)() if len(loaded) else pd.Series(nan, index=self.observations)
-    decisions = pd.Series({o: None if o not in self.thresholds or np.isnan(study[o]) else bool(study[o] >= self.thresholds[o])
-                           for o in self.observations}, dtype=object)
-    return StudyResult(per_image, study.rename('probability'), decisions, errors, images)
+    def predict_study(self, items:list, # (name, bytes|path|PIL image) pairs, or paths, of one study's images
+                      aggregate:str='max', # 'max' over the images (as in the paper) or 'mean'
+                     ) -> StudyResult:
+        "Per-image probabilities, the study-level aggregate, and decisions at the saved thresholds; bad images are listed."
+        if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
+        items = [it if isinstance(it, tuple) else (str(it), it) for it in items]
+        names = _unique_names([str(n) for n, _ in items])
+        images, inputs, errors, probs = {}, {}, {}, {}
+        for name, (_, src) in zip(names, items):
+            try: images[name], inputs[name] = self._input(src, name)
+            except ImageLoadError as e: errors[name] = str(e)
+        for name, (p, err) in zip(inputs, self._forward(list(inputs.values()), list(inputs))):
+            if p is None: errors[name] = err; del images[name]
+            else: probs[name] = p
+        nan = np.full(len(self.observations), np.nan)
+        per_image = pd.DataFrame([probs.get(n, nan) for n in names], columns=self.observations)
+        per_image.insert(0, 'name', names)
+        per_image['error'] = [errors.get(n, '') for n in names]
+        study = aggregate_studies(per_image.assign(study=0), aggregate, self.observations).iloc[0]
+        decisions = pd.Series({o: None if o not in self.thresholds or np.isnan(study[o]) else bool(study[o] >= self.thresholds[o])
+                               for o in self.observations}, dtype=object)
+        return StudyResult(per_image, study.rename('probability'), decisions, {n: errors[n] for n in names if n in errors}, images)
 
-# %% ../nbs/06_infer.ipynb #2edb330c
-@patch
-def gradcam(self:Predictor, img, # PIL image, path or bytes
-            observation:str, # one of `observations`
-            layer:torch.nn.Module|None=None, # default: the last Conv2d/BatchNorm2d of the model
-           ) -> np.ndarray:
-    "An `(H, W)` heatmap in [0, 1] at the image's size: where the model's evidence for `observation` lies."
-    from pytorch_grad_cam import GradCAM
-    if observation not in self.observations:
-        raise ValueError(f"unknown observation {observation!r}: choose one of {self.observations}")
-    img = load_image(img)
-    x = preprocess(img, self.config)[None].to(self.device)
-    target = _ObservationTarget(self.slices[self.observations.index(observation)])
-    with torch.enable_grad(), GradCAM(model=self.model, target_layers=[layer or _last_conv_layer(self.model)]) as cam:
-        heat = cam(input_tensor=x, targets=[target])[0]
-    heat = np.asarray(Image.fromarray(heat.astype(np.float32), 'F').resize(img.size, Image.BILINEAR))
-    return heat.clip(0, 1)
+    def gradcam(self, img, # PIL image, path or bytes
+                observation:str, # one of `observations`
+                layer:torch.nn.Module|None=None, # default: the last Conv2d/BatchNorm2d of the model
+               ) -> np.ndarray:
+        "An `(H, W)` heatmap in [0, 1] at the image's size: where the model's evidence for `observation` lies."
+        from pytorch_grad_cam import GradCAM
+        if observation not in self.observations:
+            raise ValueError(f"unknown observation {observation!r}: choose one of {self.observations}")
+        img = load_image(img)
+        x = preprocess(img, self.config)[None].to(self.device)
+        target = _ObservationTarget(self.slices[self.observations.index(observation)])
+        with torch.enable_grad(), GradCAM(model=self.model, target_layers=[layer or _last_conv_layer(self.model)]) as cam:
+            heat = cam(input_tensor=x, targets=[target])[0]
+        heat = np.asarray(Image.fromarray(heat.astype(np.float32), 'F').resize(img.size, Image.BILINEAR))
+        return heat.clip(0, 1)
 
+# %% ../nbs/06_infer.ipynb #fb577a2e
 def overlay(img:Image.Image, # the X-ray (any mode)
             heatmap:np.ndarray, # from `Predictor.gradcam`, any size (resized to the image)
             alpha:float=0.4, # weight of the heatmap's colours
@@ -260,62 +336,128 @@ def _has_dicm(path:str) -> bool:
     except OSError: return False
 
 def find_images(inputs:list, # files and folders
+                skipped:Counter|None=None, # counts what folders hold besides images: by suffix, and 'unreadable folder'
                ):
     "Yield the image files among `inputs`, walking folders in sorted order; named files are yielded as given."
+    def unreadable(e):
+        if skipped is not None: skipped['unreadable folder'] += 1
     for src in inputs:
         src = str(src)
         if not os.path.isdir(src): yield src; continue  # a named file (or a missing one: it fails with its error)
-        for dirpath, dirnames, filenames in os.walk(src):
+        for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
             dirnames.sort()
             for f in sorted(filenames):
                 p = os.path.join(dirpath, f)
                 if f.lower().endswith(IMAGE_SUFFIXES) or ('.' not in f and _has_dicm(p)): yield p
+                elif skipped is not None: skipped[os.path.splitext(f)[1].lower() or 'no suffix'] += 1
+
+def skipped_text(skipped:Counter) -> str:
+    "'3 skipped: 2 .gif, 1 .pdf; 1 unreadable folder' (or '')."
+    files = {k: n for k, n in skipped.most_common() if k != 'unreadable folder'}
+    parts = [f"{sum(files.values())} skipped: " + ', '.join(f"{n} {k}" for k, n in files.items())] if files else []
+    if skipped['unreadable folder']: parts.append(f"{skipped['unreadable folder']} unreadable folder"
+                                                 + 's' * (skipped['unreadable folder'] > 1))
+    return '; '.join(parts)
 
 def predict_files(predictor:Predictor, paths, # an iterable of paths (e.g. `find_images(...)`)
                   batch_size:int=16):
-    "Yield `(path, probabilities or None, error)` for every path, predicting `batch_size` images at a time."
+    "Yield `(path, probabilities or None, error)` for every path, `batch_size` at a time; a bad file costs only its row."
     def flush(batch):
         ok = [(p, x) for p, x, _ in batch if x is not None]
-        probs = iter(predictor._probs(torch.stack([x for _, x in ok]))) if ok else iter(())
-        for p, x, err in batch: yield p, (next(probs) if x is not None else None), err
+        res = iter(predictor._forward([x for _, x in ok], [p for p, _ in ok]))
+        for p, x, err in batch: yield (p, *next(res)) if x is not None else (p, None, err)
     batch = []
     for p in paths:
-        try: batch.append((p, preprocess(load_image(p), predictor.config), ''))
+        try: batch.append((p, predictor._input(p)[1], ''))
         except ImageLoadError as e: batch.append((p, None, str(e)))
         if len(batch) == batch_size: yield from flush(batch); batch = []
     if batch: yield from flush(batch)
 
 # %% ../nbs/06_infer.ipynb #5bb78a05
+class _OutError(ValueError): "An output file that cannot or must not be written."
+
+def _check_out(out:Path, sources:list) -> Path:
+    "`out`, if it can be the CSV: not a folder, in a folder that exists, not one of the `sources` files."
+    if out.is_dir(): raise _OutError(f"--out {out} is a folder: name a CSV file in it, e.g. {out/'predictions.csv'}")
+    if not out.parent.is_dir(): raise _OutError(f"--out {out}: its folder does not exist; create it first.")
+    if out.exists():
+        for s in sources:
+            if os.path.exists(s) and os.path.samefile(s, out):
+                raise _OutError(f"--out {out} is one of the inputs ({s}): writing predictions there would destroy it; "
+                                "choose another --out.")
+    return out
+
+def _csv_text(v) -> str:
+    "A CSV cell that is valid UTF-8: bytes of a non-UTF-8 file name (surrogates) become `\\xNN` escapes."
+    return v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace') if isinstance(v, str) else v
+
+def _progress(results, total:int, every:float=5.0, file=None):
+    "Yield `results`: a fastprogress bar on a terminal, else a line 'predicted i/total images' at most every `every` s."
+    file = file or sys.stderr
+    if file.isatty():
+        from fastprogress.fastprogress import progress_bar
+        yield from progress_bar(results, total=total); return
+    last = time.monotonic()
+    for i, r in enumerate(results, 1):
+        yield r
+        if time.monotonic() - last >= every or i == total:
+            print(f"predicted {i}/{total} images", file=file, flush=True); last = time.monotonic()
+
 def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
-                   out:str|Path, # the CSV to write
+                   out:str|Path, # the CSV to write (replaced only at the end)
                    batch_size:int=16, progress:bool=True,
                    max_views:int=6, # folders with 2..max_views images get a study row; 0: no study rows
+                   aggregate:str='max', # a study row is the 'max' (as in the paper) or 'mean' of its images
+                   every:float=5.0, # seconds between progress lines when stderr is not a terminal
                   ) -> dict:
-    "Predict every image under `inputs` into the CSV `out`; returns counts {'images', 'failed', 'studies'}."
-    import csv
-    from fastprogress.fastprogress import progress_bar
-    paths = list(find_images(inputs))  # the paths only, to size the progress bar
-    obs = predictor.observations
-    studies = {}  # folder -> [n images, n loaded, running max of the 14 probabilities]
-    n_failed = 0
-    fmt = lambda v: f"{v:.6f}"
-    with open(out, 'w', newline='') as fh:
-        w = csv.writer(fh)
-        w.writerow(['path', 'level', *obs, 'error'])
-        results = predict_files(predictor, paths, batch_size)
-        for path, probs, err in (progress_bar(results, total=len(paths)) if progress else results):
-            w.writerow([path, 'image', *(map(fmt, probs) if probs is not None else [''] * len(obs)), err])
-            s = studies.setdefault(os.path.dirname(os.path.abspath(path)), [0, 0, None])
-            s[0] += 1
-            if probs is None: n_failed += 1; continue
-            s[1] += 1; s[2] = probs if s[2] is None else np.maximum(s[2], probs)
-        n_studies = 0
-        for folder, (n, n_ok, mx) in studies.items():
-            if not 2 <= n <= max_views: continue
-            n_studies += 1
-            err = '' if n_ok == n else f"{n - n_ok} of {n} images failed" + ('' if n_ok else ': no prediction')
-            w.writerow([folder, 'study', *(map(fmt, mx) if mx is not None else [''] * len(obs)), err])
-    return {'images': len(paths), 'failed': n_failed, 'studies': n_studies}
+    "Predict every image under `inputs` into the CSV `out`; returns counts {'images', 'failed', 'studies', 'skipped'}."
+    skipped = Counter()
+    paths = list(find_images(inputs, skipped))  # the paths only, to size the progress bar
+    out = _check_out(Path(out), [*map(str, inputs), *paths])
+    obs, nan = predictor.observations, np.full(len(predictor.observations), np.nan)
+    folders = {}  # folder -> its images' probabilities (NaN: failed) while it has at most max_views images, else None
+    n_failed, fmt = 0, (lambda v: '' if np.isnan(v) else f"{v:.6f}")
+    try: fd, tmp = tempfile.mkstemp(prefix=f'{out.name}.', suffix='.partial', dir=out.parent)
+    except OSError as e: raise _OutError(f"--out {out}: cannot write in {out.parent} ({e.strerror}); choose a folder you can write to.") from e
+    try:
+        with open(fd, 'w', newline='', encoding='utf-8') as fh:
+            w = csv.writer(fh)
+            def row(*cells): w.writerow([_csv_text(c) for c in cells]); fh.flush()
+            row('path', 'level', *obs, 'error')
+            results = predict_files(predictor, paths, batch_size)
+            for path, probs, err in (_progress(results, len(paths), every) if progress else results):
+                row(path, 'image', *map(fmt, nan if probs is None else probs), err)
+                n_failed += probs is None
+                folder = os.path.dirname(os.path.abspath(path))
+                views = folders.setdefault(folder, [])
+                if views is not None: views.append(nan if probs is None else probs)
+                if views is not None and len(views) > max_views: folders[folder] = None
+            studies = {f: v for f, v in folders.items() if v is not None and len(v) >= 2}
+            if studies:
+                per_image = pd.DataFrame([p for v in studies.values() for p in v], columns=obs)
+                per_image['study'] = [f for f, v in studies.items() for _ in v]
+                for folder, probs in aggregate_studies(per_image, aggregate, obs).iterrows():
+                    n, n_bad = len(studies[folder]), sum(bool(np.isnan(p).all()) for p in studies[folder])
+                    row(folder, 'study', *map(fmt, probs.to_numpy()),
+                        f"{n_bad} of {n} images failed" + ('' if n_bad < n else ': no prediction') if n_bad else '')
+        os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, out)
+    except BaseException as e:
+        if os.path.exists(tmp): e.add_note(f"the rows written so far are in {tmp}")
+        raise
+    return {'images': len(paths), 'failed': n_failed, 'studies': len(studies), 'skipped': dict(skipped)}
+
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask); return mask
+
+def _check_args(batch_size:int, max_views:int, device:str|None):
+    "A `CliError` for an argument no run can use, before any image is read."
+    if batch_size < 1: raise CliError(f"--batch-size {batch_size}: it is the number of images per forward pass, at least 1.")
+    if max_views < 0: raise CliError(f"--max-views {max_views}: it is at least 0 (0: no study rows).")
+    if device is None: return
+    try: dev = torch.device(device)
+    except RuntimeError as e: raise CliError(f"--device {device!r} is not a device ({e}); use 'cpu' or 'cuda'.") from e
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
 
 @call_parse
 def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DICOM)", {'nargs': '+'}],
@@ -327,10 +469,16 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
                ):
     "Predict the 14 CheXpert observations for every image; exit status 1 when any file failed."
     if model is None: raise CliError("--model is required: the bundle folder written by training, e.g. models/<name>")
-    if not Path(out).resolve().parent.is_dir(): raise CliError(f"--out {out}: its folder does not exist; create it first.")
+    _check_args(batch_size, max_views, device)
+    try: _check_out(Path(out), [])
+    except _OutError as e: raise CliError(str(e))
     try: predictor = Predictor.from_bundle(model, device)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
-    counts = predict_to_csv(predictor, inputs, out, batch_size, max_views=max_views)
+    try: counts = predict_to_csv(predictor, inputs, out, batch_size, max_views=max_views)
+    except _OutError as e: raise CliError(str(e))
+    except KeyboardInterrupt as e:
+        print('interrupted; ' + '; '.join(getattr(e, '__notes__', ['no row was written'])), file=sys.stderr); return 130
     print(f"{out}: {counts['images']} images ({counts['failed']} failed), {counts['studies']} study rows", file=sys.stderr)
+    if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
     if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
     return int(counts['failed'] > 0 or counts['images'] == 0)

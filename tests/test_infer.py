@@ -1,5 +1,5 @@
 "Inference on real radiographs (the NIH sample in ../shared), the predictor against the fastai learner, and chexpert-predict."
-import io, subprocess, sys
+import io, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
@@ -133,3 +133,86 @@ def test_chexpert_predict_usage_errors(tmp_path):
     assert r.returncode != 0 and 'no config.json' in r.stderr
     r = _predict(tmp_path, '--model', tmp_path, '--out', tmp_path/'no'/'such'/'p.csv')
     assert r.returncode != 0 and 'its folder does not exist' in r.stderr
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    "A DenseNet-121 bundle with random weights at 32 px (no training): enough to exercise chexpert-predict."
+    from chexpert_nb.testing import tiny_bundle
+    return tiny_bundle(tmp_path_factory.mktemp('models')/'tiny', size=32)
+
+
+def _unwritable(folder) -> bool:
+    import tempfile
+    try: os.close((t := tempfile.mkstemp(dir=folder))[0]); os.unlink(t[1]); return False
+    except OSError: return True
+
+
+def test_chexpert_predict_checks_arguments_before_reading_images(tiny_model, tmp_path):
+    "Bad --batch-size, --max-views, --device and --out: a sentence (no traceback), no CSV, the image untouched."
+    from fastcore.script import CliError
+    from chexpert_nb.infer import predict_cli
+    img = tmp_path/'x.jpg'; Image.new('L', (64, 64), 128).save(img); before = img.read_bytes()
+    cases = {('batch_size', 0): '--batch-size 0: it is the number of images per forward pass, at least 1',
+             ('max_views', -1): '--max-views -1: it is at least 0', ('device', 'tpu0'): "--device 'tpu0' is not a device",
+             ('out', img): f'--out {img} is one of the inputs', ('out', tmp_path): f'--out {tmp_path} is a folder',
+             ('out', tmp_path/'no'/'p.csv'): 'its folder does not exist'}
+    import torch
+    if not torch.cuda.is_available(): cases[('device', 'cuda')] = '--device cuda: no CUDA GPU is available here'
+    if Path('/sys').is_dir() and _unwritable('/sys'): cases[('out', '/sys/p.csv')] = '--out /sys/p.csv: cannot write in /sys'
+    for (arg, value), msg in cases.items():
+        kw = {'out': str(tmp_path/'p.csv'), arg: str(value) if arg == 'out' else value}
+        with pytest.raises(CliError) as e: predict_cli([str(img)], model=str(tiny_model), **kw)
+        assert msg in str(e.value), (arg, value, str(e.value))
+        assert not (tmp_path/'p.csv').exists() and img.read_bytes() == before
+    for args, msg in ((('--batch-size', 0), 'at least 1'), (('--out', img), 'is one of the inputs')):  # as a command
+        r = _predict(img, '--model', tiny_model, *args)
+        assert r.returncode == 1 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert img.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ['x.jpg']
+
+
+def test_chexpert_predict_reports_what_it_skips_and_keeps_odd_names(tiny_model, tmp_path):
+    "A folder with non-images: counted on stderr by kind; a non-UTF-8 file name keeps its row; few progress lines."
+    d = tmp_path/'in'; d.mkdir()
+    for i in range(30): Image.new('L', (40, 40), 8 * i).save(d/f'{i:02d}.png')
+    (d/'a.gif').write_bytes(b'GIF89a'); (d/'b.gif').write_bytes(b'GIF89a'); (d/'r.pdf').write_bytes(b'%PDF-1.4')
+    Image.new('L', (40, 40), 77).save(d/os.fsdecode(b'caf\xe9.png'))
+    r = _predict(d, '--model', tiny_model, '--out', tmp_path/'p.csv', '--batch-size', 4)
+    assert r.returncode == 0, r.stderr
+    assert '3 skipped: 2 .gif, 1 .pdf (only JPEG, PNG and DICOM files are read)' in r.stderr, r.stderr
+    assert 'predicted 31/31 images' in r.stderr and r.stderr.count('predicted ') <= 2, r.stderr  # not a line per image
+    df = pd.read_csv(tmp_path/'p.csv', keep_default_na=False)
+    assert len(df) == 31 and (df.error == '').all() and df.path.str.endswith('caf\\xe9.png').sum() == 1
+    assert not list(tmp_path.glob('*.partial'))
+    pred = Predictor.from_bundle(tiny_model, device='cpu')
+    row = df[df.path.str.endswith('caf\\xe9.png')].iloc[0]
+    np.testing.assert_allclose(row[OBSERVATIONS].astype(float).to_numpy(), pred.predict(Image.new('L', (40, 40), 77))[0], atol=1e-6)
+
+
+def test_one_bad_dicom_costs_a_study_nothing(tiny_model):
+    "The app's case: a good image and a DICOM whose pixel data is longer than Rows x Columns, in one study."
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8))))
+    ds.PixelData = ds.PixelData * 3
+    buf = io.BytesIO(); ds.save_as(buf, enforce_file_format=True)
+    good = _bytes(Image.new('L', (64, 64), 200), 'PNG')
+    pred = Predictor.from_bundle(tiny_model, device='cpu')
+    r = pred.predict_study([('good.png', good), ('long.dcm', buf.getvalue())])
+    assert list(r.errors) == ['long.dcm'] and 'long.dcm: its pixel data decodes to shape (3, 8, 8)' in r.errors['long.dcm']
+    np.testing.assert_allclose(r.study.to_numpy(), pred.predict(good)[0], atol=1e-6)
+
+
+def test_find_images_counts_an_unreadable_folder(tmp_path, monkeypatch):
+    "A folder that cannot be listed is counted, not ignored (simulated: as root, permissions do not stop a listing)."
+    from collections import Counter
+    from chexpert_nb.infer import find_images, skipped_text
+    (tmp_path/'ok').mkdir(); (tmp_path/'locked').mkdir()
+    Image.new('L', (8, 8)).save(tmp_path/'ok'/'a.png'); (tmp_path/'ok'/'b.gif').write_bytes(b'GIF89a')
+    scandir = os.scandir
+    def guarded(path='.'):
+        if str(path).endswith('locked'): raise PermissionError(13, 'Permission denied', str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, 'scandir', guarded)
+    skipped = Counter()
+    assert list(find_images([tmp_path], skipped)) == [str(tmp_path/'ok'/'a.png')]
+    assert skipped_text(skipped) == '1 skipped: 1 .gif; 1 unreadable folder'
