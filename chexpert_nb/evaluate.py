@@ -232,7 +232,8 @@ def _progress(items, total:int, # an iterable and its length
 def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path) -> list:
     "Record the thresholds of the observations this CSV could score in the bundle (the others keep theirs); returns them."
     scored = table['threshold'].dropna()
-    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv, table.loc[scored.index, 'n_studies'].astype(int).to_dict())
+    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv.absolute(),  # absolute: says which file wherever it is read
+                                   table.loc[scored.index, 'n_studies'].astype(int).to_dict())
     return scored.index.tolist()
 
 def _json_safe(v):
@@ -298,12 +299,12 @@ def _policy_text(policy:dict) -> str:
 def _thresholds_text(summary:dict) -> list:
     "Where the bundle's thresholds now come from: written here, kept from before, or not written at all."
     th, lines = summary['thresholds'], []
-    if th['written']: lines.append(f"thresholds: {summary['threshold_method']} on {summary['csv']} for {len(th['written'])} "
+    if th['written']: lines.append(f"thresholds: {summary['threshold_method']} on {Path(summary['csv']).absolute()} for {len(th['written'])} "
                                    f"observation(s), written to {th['config']}")
     else: lines.append(f"thresholds: none written to the bundle ({summary['threshold_method']} thresholds chosen here are in the table only)")
     by_source = {}
     for o, s in th['kept'].items():
-        by_source.setdefault(f"{s.get('method', 'unknown method')} on {s.get('csv') or 'no recorded CSV'}"
+        by_source.setdefault('no recorded source' if not s else f"{s.get('method')} on {s.get('csv') or 'no recorded CSV'}"
                              + (f" ({s['chosen_at']})" if s.get('chosen_at') else ''), []).append(o)
     for source, obs in by_source.items(): lines.append(f"  kept {len(obs)} from before: {source}: {', '.join(obs)}")
     return lines
