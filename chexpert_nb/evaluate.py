@@ -22,8 +22,8 @@ __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'aggregate_studi
 
 # %% ../nbs/07_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
-               'Pleural Effusion': 0.936}  # Irvin et al. 2019, Table 2: best of five uncertainty policies per task, valid (200 studies)
-PAPER_NOTE = "Irvin et al. 2019 (Table 2): best of 5 uncertainty policies per task, 200-study validation set"
+               'Pleural Effusion': 0.936}  # Irvin et al. 2019: best of five uncertainty policies per task, valid (200 studies)
+PAPER_NOTE = "Irvin et al. 2019: best of 5 uncertainty policies per task, 200-study validation set"
 PHAM_2020_MEAN_AUROC = {'validation (200 studies)': 0.940, 'hidden test (500 studies)': 0.930}  # Pham et al. 2020, 5 tasks
 
 # %% ../nbs/07_evaluate.ipynb #fba16638
