@@ -216,18 +216,20 @@ def _check_options(layout:str, aggregate:str, threshold:str, missing:str, n_boot
 
 def _progress(items, total:int, # an iterable and its length
               every:float=5.0, # seconds between lines when not on a terminal
-              file=None, # where lines go (default: stderr); a terminal gets fastprogress's bar instead
+              file=None, # where lines go; None: stderr, or fastprogress's bar on a terminal or in Jupyter
              ):
     "Yield `items`: a progress bar on a terminal; elsewhere one line `predicted i of n images` at most every `every` s."
-    file = file or sys.stderr
-    if file.isatty():
+    from fastprogress.core import IN_NOTEBOOK
+    if file is None and (IN_NOTEBOOK or sys.stderr.isatty()):
         from fastprogress.fastprogress import progress_bar
         yield from progress_bar(items, total=total); return
-    last, i = time.monotonic(), 0
+    file = file or sys.stderr
+    last, shown, i = time.monotonic(), -1, 0
     for i, item in enumerate(items, 1):
         yield item
-        if time.monotonic() - last >= every: print(f"predicted {i} of {total} images", file=file, flush=True); last = time.monotonic()
-    print(f"predicted {i} of {total} images", file=file, flush=True)
+        if time.monotonic() - last >= every:
+            print(f"predicted {i} of {total} images", file=file, flush=True); last, shown = time.monotonic(), i
+    if shown != i: print(f"predicted {i} of {total} images", file=file, flush=True)  # the count at the end
 
 def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path) -> list:
     "Record the thresholds of the observations this CSV could score in the bundle (the others keep theirs); returns them."
