@@ -5,28 +5,30 @@ thresholds saved into the model bundle."""
 
 # %% ../nbs/07_evaluate.ipynb #cbe7547b
 from __future__ import annotations
-import json
+import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
-from scipy.stats import rankdata
-from sklearn.metrics import roc_curve, precision_recall_curve
-from fastcore.script import call_parse, CliError
-from .data import OBSERVATIONS, COMPETITION_TASKS, read_chexpert_csv
+from sklearn.metrics import roc_auc_score, roc_curve, precision_recall_curve
+from fastcore.script import call_parse, CliError, store_true
+from .data import OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, read_chexpert_csv, _PATH_RE, _line
+from .labels import DEFAULT_POLICY
 from .bundle import set_thresholds
 from .infer import Predictor, predict_files
 
 # %% auto #0
-__all__ = ['PAPER_AUROC', 'aggregate_studies', 'study_truth', 'auroc', 'bootstrap_auroc', 'choose_threshold',
-           'evaluate_predictions', 'plot_rocs', 'evaluate', 'evaluate_cli']
+__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'aggregate_studies', 'study_truth', 'bootstrap_auroc',
+           'choose_threshold', 'evaluate_predictions', 'plot_rocs', 'detect_layout', 'evaluate', 'evaluate_cli']
 
 # %% ../nbs/07_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
-               'Pleural Effusion': 0.936}  # CheXpert paper, validation set, best policy per task
+               'Pleural Effusion': 0.936}  # Irvin et al. 2019: best of five uncertainty policies per task, valid (200 studies)
+PAPER_NOTE = "Irvin et al. 2019: best of 5 uncertainty policies per task, 200-study validation set"
+PHAM_2020_MEAN_AUROC = {'validation (200 studies)': 0.940, 'hidden test (500 studies)': 0.930}  # Pham et al. 2020, 5 tasks
 
 # %% ../nbs/07_evaluate.ipynb #fba16638
 def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
-                      how:str='max', # 'max' over the study's images (as in the paper) or 'mean'
+                      how:str='max', # 'max' over the study's images or 'mean'
                       observations:list=OBSERVATIONS) -> pd.DataFrame:
     "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
     if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
@@ -39,13 +41,24 @@ def study_truth(df:pd.DataFrame, # from `read_chexpert_csv`
     return labels.fillna(0.0).replace(-1.0, np.nan)
 
 # %% ../nbs/07_evaluate.ipynb #95654f08
-def auroc(y:np.ndarray, # 0/1 truth
-          p:np.ndarray, # scores
-         ) -> float:
-    "Area under the ROC curve from ranks (ties count half); NaN without both classes."
-    y = np.asarray(y, bool); n1 = int(y.sum()); n0 = len(y) - n1
-    if n1 == 0 or n0 == 0: return float('nan')
-    return float((rankdata(p)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+def _boot_aurocs(y:np.ndarray, # one observation's truth per study: 1, 0 or NaN (not scored)
+                 p:np.ndarray, # its probabilities per study
+                 idx:np.ndarray, # (n_boot, n_studies) resampled study indices
+                 max_cells:int=2_000_000, # studies x resamples handed to scikit-learn at once
+                ) -> np.ndarray:
+    "`roc_auc_score` of every resample `idx[b]`; NaN where a resample holds only one class."
+    out = np.full(len(idx), np.nan)
+    if np.isnan(y).any():  # uncertain studies: each resample scores its own subset, one call each
+        for b, i in enumerate(idx):
+            i = i[~np.isnan(y[i])]
+            if 0 < y[i].sum() < len(i): out[b] = roc_auc_score(y[i], p[i])
+        return out
+    for chunk in np.array_split(np.arange(len(idx)), max(1, idx.size // max_cells)):
+        pos = y[idx[chunk]].sum(1)
+        chunk = chunk[(pos > 0) & (pos < idx.shape[1])]  # resamples holding both classes
+        if len(chunk):  # studies x resamples, column-major so that each column is contiguous
+            out[chunk] = roc_auc_score(y[idx[chunk]].T.astype(int), p[idx[chunk]].T, average=None)
+    return out
 
 # %% ../nbs/07_evaluate.ipynb #919de096
 def _unscorable_reason(y:np.ndarray) -> str:
@@ -74,10 +87,8 @@ def bootstrap_auroc(truth:pd.DataFrame, # studies x observations: 1, 0 or NaN (n
         row = {'observation': o, 'n_studies': int(m.sum()), 'n_positive': int(np.nansum(y[:, j])),
                'auroc': np.nan, 'auroc_low': np.nan, 'auroc_high': np.nan, 'unscorable': reason}
         if not reason:
-            row['auroc'] = auroc(y[m, j], p[m, j])
-            for b in range(n_boot):
-                yb, pb = y[idx[b], j], p[idx[b], j]; mb = ~np.isnan(yb)
-                boot[b, j] = auroc(yb[mb], pb[mb])
+            row['auroc'] = float(roc_auc_score(y[m, j], p[m, j]))
+            boot[:, j] = _boot_aurocs(y[:, j], p[:, j], idx)
             ok = boot[:, j][~np.isnan(boot[:, j])]
             row['auroc_low'], row['auroc_high'] = np.quantile(ok, [(1 - ci) / 2, (1 + ci) / 2])
             row['n_boot_skipped'] = n_boot - len(ok)
@@ -127,27 +138,27 @@ def evaluate_predictions(per_image:pd.DataFrame, # `study` + 14 probability colu
         m = ok & truth[o].notna()
         for k, v in choose_threshold(truth.loc[m, o].to_numpy(), probs.loc[m, o].to_numpy(), threshold).items():
             table.loc[o, k] = v
-    table['paper_auroc'] = [PAPER_AUROC.get(o, np.nan) for o in observations]
+    table['irvin2019_best_of_5_policies_auroc'] = [PAPER_AUROC.get(o, np.nan) for o in observations]
     table['competition'] = [o in COMPETITION_TASKS for o in observations]
     summary = {'n_images': len(per_image), 'n_studies': len(probs), 'n_studies_without_prediction': int((~ok).sum()),
                'aggregate': aggregate, 'threshold_method': threshold, 'n_boot': n_boot, 'seed': seed, 'ci': ci,
                'competition_mean': mean,
                'unscorable': {o: r for o, r in table['unscorable'].items() if r}}
     cols = ['competition', 'n_studies', 'n_positive', 'auroc', 'auroc_low', 'auroc_high', 'threshold',
-            'sensitivity', 'specificity', 'paper_auroc', 'unscorable', 'n_boot_skipped']
+            'sensitivity', 'specificity', 'irvin2019_best_of_5_policies_auroc', 'unscorable', 'n_boot_skipped']
     return table.reindex(columns=cols), summary
 
 # %% ../nbs/07_evaluate.ipynb #c579f0b3
 def plot_rocs(per_image:pd.DataFrame, labels:pd.DataFrame, table:pd.DataFrame, # as for `evaluate_predictions`
               aggregate:str='max', tasks:list=COMPETITION_TASKS, title:str=''):
-    "A row of ROC curves, one per task, with AUROC [interval], the operating point and the paper's AUROC."
+    "A row of ROC curves, one per task, with AUROC [interval], the operating point and the paper's best-policy AUROC."
     probs = aggregate_studies(per_image, aggregate, tasks)
     truth = study_truth(labels, tasks).loc[probs.index]
     fig, axs = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.6), squeeze=False)
     for ax, t in zip(axs[0], tasks):
         ax.plot([0, 1], [0, 1], color='lightgray', lw=1)
         r = table.loc[t]
-        paper = f"paper: {PAPER_AUROC[t]:.3f}" if t in PAPER_AUROC else ''
+        paper = f"Irvin 2019, best of 5 policies: {PAPER_AUROC[t]:.3f}" if t in PAPER_AUROC else ''
         if r['unscorable']: ax.set_title(f"{t}\nunscorable: {r['unscorable']}", fontsize=8)
         else:
             m = truth[t].notna() & probs[t].notna()
@@ -163,17 +174,69 @@ def plot_rocs(per_image:pd.DataFrame, labels:pd.DataFrame, table:pd.DataFrame, #
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_evaluate.ipynb #d50852b3
-def _read_labels(csv:Path, root:Path, layout:str, missing:str) -> pd.DataFrame:
-    if layout == 'auto':
-        from chexpert_nb.data import _PATH_RE
-        layout = 'chexpert' if pd.read_csv(csv, usecols=['Path'])['Path'].str.match(_PATH_RE).all() else 'flat'
-    return read_chexpert_csv(csv, root=root, layout=layout, missing=missing)
+# %% ../nbs/07_evaluate.ipynb #6f204f02
+def detect_layout(paths:pd.Series, # a CSV's `Path` column
+                  csv:str|Path='the CSV', # named in the error
+                 ) -> str:
+    "'chexpert' when every path fits the CheXpert pattern, 'flat' when none does; an error naming the first odd line otherwise."
+    fits = paths.fillna('').astype(str).str.match(_PATH_RE).to_numpy()
+    if fits.all(): return 'chexpert'
+    if not fits.any(): return 'flat'
+    odd = ~fits if fits.sum() >= (~fits).sum() else fits  # the minority is the odd one out
+    i, j = int(np.flatnonzero(odd)[0]), int(np.flatnonzero(~odd)[0])
+    raise CheXpertCSVError(
+        f"{csv}, line {_line(i)}: Path {paths.iloc[i]!r} {'fits' if fits[i] else 'does not fit'} the CheXpert pattern "
+        f"[CheXpert-v1.0-small/]valid/patientNNNNN/studyN/viewN_frontal.jpg, unlike line {_line(j)} ({paths.iloc[j]!r}); "
+        f"{int(fits.sum())} of {len(fits)} paths fit it. A CSV is read with one layout: write every path relative to the "
+        "dataset root in the CheXpert form, or pass layout='flat' (--layout flat) to count every image as its own study.")
 
-def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path):
-    "Record the thresholds of the observations this CSV could score in the bundle; the others keep theirs."
+# %% ../nbs/07_evaluate.ipynb #d50852b3
+def _read_labels(csv:Path, root:Path, layout:str, missing:str) -> tuple[pd.DataFrame, str]:
+    "The CSV's rows read with one layout (`detect_layout` for 'auto'): `(df, layout used)`."
+    if layout == 'auto':
+        has_path = csv.exists() and 'Path' in pd.read_csv(csv, nrows=0).columns  # else read_chexpert_csv says what is wrong
+        layout = detect_layout(pd.read_csv(csv, usecols=['Path'], dtype=str)['Path'], csv) if has_path else 'chexpert'
+    df = read_chexpert_csv(csv, root=root, layout=layout, missing=missing)
+    dup = df['study'].duplicated()
+    if layout == 'flat' and dup.any():
+        first = df.loc[df['study'] == df.loc[dup.idxmax(), 'study'], 'Path'].head(2).tolist()
+        raise CheXpertCSVError(f"{csv}: with layout='flat' every image is its own study, named by its file name, but "
+            f"{int(dup.sum())} row(s) repeat a name, e.g. {first[0]!r} and {first[1]!r}. Give every image its own file "
+            "name, or use CheXpert paths (patientNNNNN/studyN/viewN_frontal.jpg) and layout='chexpert'.")
+    return df, layout
+
+def _check_options(layout:str, aggregate:str, threshold:str, missing:str, n_boot:int, batch_size:int):
+    "Raise a ValueError naming the first option that is not valid: before any image is read or the model is run."
+    for name, value, allowed in (('layout', layout, ('auto', 'chexpert', 'flat')), ('aggregate', aggregate, ('max', 'mean')),
+                                 ('threshold', threshold, ('youden', 'f1')), ('missing', missing, ('error', 'drop'))):
+        if value not in allowed: raise ValueError(f"{name} (--{name}) is {value!r}; it must be one of {', '.join(map(repr, allowed))}.")
+    for name, value in (('n_boot', n_boot), ('batch_size', batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) is {value!r}; it must be a whole number, at least 1.")
+
+def _progress(items, total:int, # an iterable and its length
+              every:float=5.0, # seconds between lines when not on a terminal
+              file=None, # where lines go; None: stderr, or fastprogress's bar on a terminal or in Jupyter
+             ):
+    "Yield `items`: a progress bar on a terminal; elsewhere one line `predicted i of n images` at most every `every` s."
+    from fastprogress.core import IN_NOTEBOOK
+    if file is None and (IN_NOTEBOOK or sys.stderr.isatty()):
+        from fastprogress.fastprogress import progress_bar
+        yield from progress_bar(items, total=total); return
+    file = file or sys.stderr
+    last, shown, i = time.monotonic(), -1, 0
+    for i, item in enumerate(items, 1):
+        yield item
+        if time.monotonic() - last >= every:
+            print(f"predicted {i} of {total} images", file=file, flush=True); last, shown = time.monotonic(), i
+    if shown != i: print(f"predicted {i} of {total} images", file=file, flush=True)  # the count at the end
+
+def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path) -> list:
+    "Record the thresholds of the observations this CSV could score in the bundle (the others keep theirs); returns them."
     scored = table['threshold'].dropna()
-    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv, table.loc[scored.index, 'n_studies'].astype(int).to_dict())
+    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv.absolute(),  # absolute: says which file wherever it is read
+                                   table.loc[scored.index, 'n_studies'].astype(int).to_dict())
+    return scored.index.tolist()
 
 def _json_safe(v):
     if isinstance(v, dict): return {k: _json_safe(x) for k, x in v.items()}
@@ -187,30 +250,39 @@ def _json_safe(v):
 def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
              csv:str|Path, # a CheXpert-format CSV with labels, e.g. valid.csv
              root:str|Path|None=None, # where the CSV's image paths start; default: the CSV's folder
-             layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto'
-             aggregate:str='max', # 'max' (the paper) or 'mean' over a study's images
+             layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto' (`detect_layout`)
+             aggregate:str='max', # 'max' or 'mean' over a study's images
              threshold:str='youden', # 'youden' or 'f1'
              n_boot:int=1000, seed:int=0, batch_size:int=16,
              frontal_only:bool|None=None, # score frontal images only; default: as the model was trained
              missing:str='error', # CSV rows whose image file is missing: 'error' or 'drop'
-             save:bool=True, # write the files and the thresholds into `model_dir`
+             save:bool=True, # write evaluation.csv/.json, the per-image predictions and roc.png into `model_dir`
+             save_thresholds:bool=True, # also record the thresholds chosen here in the bundle's config.json
              progress:bool=True, device:str|None=None) -> tuple[pd.DataFrame, dict]:
     "Study-level evaluation of a bundle on a labelled CSV; writes evaluation.csv/.json, roc.png and thresholds."
-    from fastprogress.fastprogress import progress_bar
+    _check_options(layout, aggregate, threshold, missing, n_boot, batch_size)
     model_dir, csv = Path(model_dir), Path(csv)
-    df = _read_labels(csv, Path(root) if root else csv.parent, layout, missing)
-    predictor = Predictor.from_bundle(model_dir, device)
+    predictor = Predictor.from_bundle(model_dir, device)  # a broken bundle fails here, before the CSV is read
+    df, layout = _read_labels(csv, Path(root) if root else csv.parent, layout, missing)
     if frontal_only is None: frontal_only = predictor.config.frontal_only
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
     if not len(df): raise ValueError(f"{csv}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], batch_size)
     rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err) for _, p, err in
-            (progress_bar(results, total=len(df)) if progress else results)]
+            (_progress(results, len(df)) if progress else results)]
     per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error'])
     per_image.insert(0, 'study', df['study']); per_image.insert(1, 'file', df['file'])
     table, summary = evaluate_predictions(per_image, df, aggregate, threshold, n_boot, seed)
-    summary = {'model': str(model_dir), 'csv': str(csv), 'frontal_only': frontal_only, **summary,
-               'failed_images': dict(zip(per_image.file[per_image.error != ''], per_image.error[per_image.error != '']))}
+    failed = per_image.error != ''
+    before = predictor.config
+    summary = {'model': str(model_dir), 'csv': str(csv), 'layout': layout, 'n_patients': int(df['patient'].nunique()),
+               'n_failed_images': int(failed.sum()), 'frontal_only': frontal_only, **summary,
+               'policy': before.policy, 'published': {'irvin2019_best_of_5_policies_auroc': PAPER_AUROC,
+                                                      'irvin2019_note': PAPER_NOTE, 'pham2020_mean_auroc': PHAM_2020_MEAN_AUROC},
+               'failed_images': dict(zip(per_image.file[failed], per_image.error[failed]))}
+    written = _write_thresholds(model_dir, table, threshold, csv) if save and save_thresholds else []
+    summary['thresholds'] = {'written': written, 'config': str(model_dir/'config.json') if written else None,
+        'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written}}
     if save:
         table.to_csv(model_dir/'evaluation.csv')
         (model_dir/'evaluation.json').write_text(json.dumps(_json_safe(
@@ -218,40 +290,63 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
         per_image.to_csv(model_dir/'evaluation_predictions.csv', index=False)
         fig = plot_rocs(per_image, df, table, aggregate, title=f"{model_dir.name} on {csv.name}")
         fig.savefig(model_dir/'roc.png', dpi=120); plt.close(fig)
-        _write_thresholds(model_dir, table, threshold, csv)
     return table, summary
 
 # %% ../nbs/07_evaluate.ipynb #6f6b4e8f
+def _policy_text(policy:dict) -> str:
+    "The model's uncertainty policy for the competition tasks, in a few words."
+    if policy == DEFAULT_POLICY: return "this project's default (U-Ones for Atelectasis and Edema, U-Zeros for the rest)"
+    return ', '.join(f"{t} {policy.get(t)}" for t in COMPETITION_TASKS)
+
+def _thresholds_text(summary:dict) -> list:
+    "Where the bundle's thresholds now come from: written here, kept from before, or not written at all."
+    th, lines = summary['thresholds'], []
+    if th['written']: lines.append(f"thresholds: {summary['threshold_method']} on {Path(summary['csv']).absolute()} for {len(th['written'])} "
+                                   f"observation(s), written to {th['config']}")
+    else: lines.append(f"thresholds: none written to the bundle ({summary['threshold_method']} thresholds chosen here are in the table only)")
+    by_source = {}
+    for o, s in th['kept'].items():
+        by_source.setdefault('no recorded source' if not s else f"{s.get('method')} on {s.get('csv') or 'no recorded CSV'}"
+                             + (f" ({s['chosen_at']})" if s.get('chosen_at') else ''), []).append(o)
+    for source, obs in by_source.items(): lines.append(f"  kept {len(obs)} from before: {source}: {', '.join(obs)}")
+    return lines
+
 def _summary_text(table:pd.DataFrame, summary:dict) -> str:
-    "A few lines for the console: the competition tasks, the mean, what could not be scored."
-    m = summary['competition_mean']
-    lines = [f"{summary['n_studies']} studies, {summary['n_images']} images ({len(summary['failed_images'])} failed)"]
+    "A few lines for the console: what was measured, the competition tasks, the mean, what could not be scored, the thresholds."
+    m, paper = summary['competition_mean'], 'irvin2019_best_of_5_policies_auroc'
+    lines = [f"layout {summary['layout']}: {summary['n_studies']} studies of {summary['n_patients']} patients, "
+             f"{summary['n_images']} images ({summary['n_failed_images']} failed to load); study = {summary['aggregate']} over its images"]
     for t, r in table[table.competition].iterrows():
         lines.append(f"  {t:<18} " + (f"unscorable: {r.unscorable}" if r.unscorable else
-                     f"AUROC {r.auroc:.3f} [{r.auroc_low:.3f}, {r.auroc_high:.3f}]  paper {r.paper_auroc:.3f}  "
+                     f"AUROC {r.auroc:.3f} [{r.auroc_low:.3f}, {r.auroc_high:.3f}]  paper* {r[paper]:.3f}  "
                      f"threshold {r.threshold:.3f} (sens {r.sensitivity:.2f}, spec {r.specificity:.2f})"))
     lines.append(f"  mean over {len(m['tasks'])} of {len(COMPETITION_TASKS)} competition tasks: " +
                  (f"{m['auroc']:.3f} [{m['auroc_low']:.3f}, {m['auroc_high']:.3f}]" if m['tasks'] else 'none scorable'))
+    lines.append(f"  * paper: {PAPER_NOTE}; this model's policy: {_policy_text(summary['policy'])}")
+    lines.append("  published 5-task means, Pham et al. 2020: " + ', '.join(f"{v:.3f} ({k})" for k, v in PHAM_2020_MEAN_AUROC.items()))
     if summary['unscorable']: lines.append("  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
-    return '\n'.join(lines)
+    return '\n'.join(lines + _thresholds_text(summary))
 
 @call_parse
 def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  csv:str=None, # a labelled CheXpert-format CSV, e.g. .../CheXpert-v1.0-small/valid.csv
                  root:str=None, # where the CSV's image paths start (default: the CSV's folder)
-                 layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto'
+                 layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto' (all paths CheXpert, or none)
                  aggregate:str='max', # 'max' or 'mean' over a study's images
                  threshold:str='youden', # 'youden' or 'f1'
-                 n_boot:int=1000, # bootstrap resamples of the studies
+                 n_boot:int=1000, # bootstrap resamples of the studies (at least 1)
                  seed:int=0, # bootstrap seed
                  batch_size:int=16, # images per forward pass
                  missing:str='error', # rows whose image is missing: 'error' or 'drop'
+                 no_save_thresholds:store_true=False, # leave the bundle's config.json (thresholds) as it is
+                 no_save:store_true=False, # write nothing into the model folder: print the results only
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png and thresholds into it."
     if model is None or csv is None: raise CliError("--model and --csv are required, e.g. "
         "chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
-                                   missing=missing, device=device)
+                                   missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
     print(_summary_text(table, summary))
-    print(f"wrote {Path(model)/'evaluation.csv'}, evaluation.json, roc.png; thresholds in {Path(model)/'config.json'}")
+    print(f"wrote {Path(model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png" if not no_save
+          else "wrote nothing (--no-save)")

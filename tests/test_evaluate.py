@@ -24,11 +24,17 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert r.returncode == 0, r.stderr
     assert 'mean over' in r.stdout and 'competition tasks' in r.stdout
     table = pd.read_csv(model/'evaluation.csv', index_col=0, keep_default_na=False)
-    assert table.index.tolist() == OBSERVATIONS
+    assert table.index.tolist() == OBSERVATIONS and 'irvin2019_best_of_5_policies_auroc' in table.columns
     ev = json.loads((model/'evaluation.json').read_text())
     valid = pd.read_csv(sample_dir/'valid.csv')
     assert ev['n_images'] == len(valid) and ev['n_studies'] == valid.Path.str.extract(r'(patient\d+/study\d+)')[0].nunique()
     assert ev['aggregate'] == 'max' and ev['threshold_method'] == 'youden' and ev['n_boot'] == 200
+    assert ev['layout'] == 'chexpert' and ev['n_failed_images'] == 0
+    assert ev['n_patients'] == valid.Path.str.extract(r'(patient\d+)')[0].nunique()
+    assert f"layout chexpert: {ev['n_studies']} studies of {ev['n_patients']} patients, {len(valid)} images" in r.stdout
+    assert 'best of 5 uncertainty policies' in r.stdout and 'Pham et al. 2020' in r.stdout
+    assert ev['published']['irvin2019_best_of_5_policies_auroc']['Edema'] == 0.941
+    assert r.stderr.count('predicted ') <= 3, r.stderr  # not a terminal: a line every few seconds, not a bar
     scored = [o['observation'] for o in ev['observations'] if not o['unscorable']]
     for o in ev['observations']:
         if o['unscorable']: assert o['auroc'] is None and o['threshold'] is None
@@ -43,6 +49,9 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     for o in set(before['thresholds']) - set(scored): assert config['thresholds'][o] == before['thresholds'][o]
     keep = lambda c: {k: v for k, v in c.items() if k not in ('thresholds', 'threshold_sources')}
     assert keep(config) == keep(before)  # nothing else in the bundle changed
+    assert ev['thresholds']['written'] == scored and f"for {len(scored)} observation(s), written to" in r.stdout
+    assert f"kept {len(set(before['thresholds']) - set(scored))} from before: fixed (test) on no recorded CSV" in r.stdout \
+        or not set(before['thresholds']) - set(scored)
     assert (model/'roc.png').stat().st_size > 10_000
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
@@ -57,7 +66,8 @@ def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_
     r = _evaluate('--model', model, '--csv', nih_dir/'labels.csv', '--n-boot', 100, '--threshold', 'f1')
     assert r.returncode == 0, r.stderr
     ev = json.loads((model/'evaluation.json').read_text())
-    assert ev['n_studies'] == ev['n_images'] == 228 and ev['threshold_method'] == 'f1'
+    assert ev['n_studies'] == ev['n_images'] == 228 and ev['threshold_method'] == 'f1' and ev['layout'] == 'flat'
+    assert 'layout flat: 228 studies' in r.stdout
     assert set(ev['unscorable']) == {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Lung Lesion', 'Pleural Other',
                                      'Fracture', 'Support Devices'}
     assert ev['competition_mean']['tasks'] == COMPETITION_TASKS and ev['competition_mean']['unscorable'] == []
@@ -80,3 +90,61 @@ def test_evaluate_reports_bad_input(bundle, sample_dir, tmp_path):
     r = _evaluate('--model', model, '--csv', csv, '--root', sample_dir, '--n-boot', 10, '--missing', 'drop')
     assert r.returncode == 0, r.stderr
     assert json.loads((model/'evaluation.json').read_text())['n_images'] == len(df) - 1
+
+
+def _chexpert_csv_with(sample_dir, tmp_path, line, path):
+    "The sample's valid.csv with the Path on CSV line `line` (2 = first data row) replaced."
+    df = pd.read_csv(sample_dir/'valid.csv'); df.loc[line - 2, 'Path'] = path
+    csv = tmp_path/'valid.csv'; df.to_csv(csv, index=False)
+    return csv
+
+
+def test_a_csv_mixing_layouts_is_an_error_naming_the_line(bundle, sample_dir, tmp_path):
+    "One absolute path in a CheXpert CSV used to turn the whole CSV flat (26 studies -> 2, AUROC 0.000, exit 0)."
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    config = (model/'config.json').read_bytes()
+    odd = str(sample_dir/pd.read_csv(sample_dir/'valid.csv').Path[3])  # an absolute path to a real image
+    r = _evaluate('--model', model, '--csv', _chexpert_csv_with(sample_dir, tmp_path, 5, odd), '--root', sample_dir)
+    assert r.returncode != 0 and f"line 5: Path '{odd}' does not fit the CheXpert pattern" in r.stderr, r.stderr
+    assert '--layout flat' in r.stderr and 'Traceback' not in r.stderr and 'predicted' not in r.stderr
+    assert (model/'config.json').read_bytes() == config and not (model/'evaluation.json').exists()
+
+
+def test_options_and_the_bundle_are_checked_before_any_image(bundle, sample_dir, tmp_path):
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    for args, says in [(('--threshold', 'best'), "threshold (--threshold) is 'best'"),
+                       (('--aggregate', 'median'), "aggregate (--aggregate) is 'median'"),
+                       (('--n-boot', 0), "n_boot (--n-boot) is 0"),
+                       (('--layout', 'nih', '--batch-size', 0), "layout (--layout) is 'nih'")]:
+        r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', *args)
+        assert r.returncode != 0 and says in r.stderr and 'predicted' not in r.stderr + r.stdout, r.stderr
+    config = json.loads((model/'config.json').read_text()); config['n_outputs'] = 99
+    (model/'config.json').write_text(json.dumps(config))
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv')
+    assert r.returncode != 0 and "n_outputs" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (model/'evaluation.json').exists()
+
+
+def test_thresholds_are_written_only_when_scored_and_asked(bundle, sample_dir, tmp_path):
+    "Unscorable observations keep their thresholds; nothing scorable or --no-save-thresholds: config.json unchanged."
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    before = json.loads((model/'config.json').read_text()); o = sorted(before['thresholds'])[0]
+    df = pd.read_csv(sample_dir/'valid.csv'); df[o] = 0.0; one = tmp_path/'one_unscorable.csv'; df.to_csv(one, index=False)
+    r = _evaluate('--model', model, '--csv', one, '--root', sample_dir, '--n-boot', 10)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((model/'config.json').read_text())
+    assert config['thresholds'][o] == before['thresholds'][o] and config['threshold_sources'][o] == before['threshold_sources'][o]
+    assert o in json.loads((model/'evaluation.json').read_text())['unscorable']
+    written = (model/'config.json').read_bytes()
+    df[OBSERVATIONS] = 0.0; none = tmp_path/'none_scorable.csv'; df.to_csv(none, index=False)
+    r = _evaluate('--model', model, '--csv', none, '--root', sample_dir, '--n-boot', 10)
+    assert r.returncode == 0 and 'thresholds: none written to the bundle' in r.stdout, r.stderr
+    assert (model/'config.json').read_bytes() == written and json.loads(written)['thresholds']
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save-thresholds')
+    assert r.returncode == 0 and 'thresholds: none written to the bundle' in r.stdout, r.stderr
+    assert (model/'config.json').read_bytes() == written
+    assert json.loads((model/'evaluation.json').read_text())['thresholds']['written'] == []
+    files = {f.name: f.stat().st_mtime_ns for f in model.iterdir()}
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save')
+    assert r.returncode == 0 and 'wrote nothing (--no-save)' in r.stdout, r.stderr
+    assert {f.name: f.stat().st_mtime_ns for f in model.iterdir()} == files
