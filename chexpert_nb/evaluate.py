@@ -14,11 +14,11 @@ from fastcore.script import call_parse, CliError, store_true
 from .data import OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, read_chexpert_csv, _PATH_RE, _line
 from .labels import DEFAULT_POLICY
 from .bundle import set_thresholds
-from .infer import Predictor, predict_files
+from .infer import Predictor, predict_files, aggregate_studies
 
 # %% auto #0
-__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'aggregate_studies', 'study_truth', 'bootstrap_auroc',
-           'choose_threshold', 'evaluate_predictions', 'plot_rocs', 'detect_layout', 'evaluate', 'evaluate_cli']
+__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'bootstrap_auroc', 'choose_threshold',
+           'evaluate_predictions', 'plot_rocs', 'detect_layout', 'evaluate', 'evaluate_cli']
 
 # %% ../nbs/07_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -27,13 +27,6 @@ PAPER_NOTE = "Irvin et al. 2019: best of 5 uncertainty policies per task, 200-st
 PHAM_2020_MEAN_AUROC = {'validation (200 studies)': 0.940, 'hidden test (500 studies)': 0.930}  # Pham et al. 2020, 5 tasks
 
 # %% ../nbs/07_evaluate.ipynb #fba16638
-def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
-                      how:str='max', # 'max' over the study's images or 'mean'
-                      observations:list=OBSERVATIONS) -> pd.DataFrame:
-    "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
-    if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
-    return per_image.groupby('study', sort=False)[list(observations)].agg(how)
-
 def study_truth(df:pd.DataFrame, # from `read_chexpert_csv`
                 observations:list=OBSERVATIONS) -> pd.DataFrame:
     "One row per study: 1 positive, 0 negative (0 or blank), NaN uncertain (not scored)."

@@ -210,7 +210,7 @@ def _unique_names(names):
 
 # %% ../nbs/06_infer.ipynb #ad766868
 def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
-                      how:str='max', # 'max' over the study's images (as in the paper) or 'mean'
+                      how:str='max', # 'max' over the study's images (this project's choice) or 'mean'
                       observations:list=OBSERVATIONS) -> pd.DataFrame:
     "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
     if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
