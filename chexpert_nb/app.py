@@ -6,7 +6,7 @@
 from __future__ import annotations
 import io, os, html, ipaddress, json, secrets, tempfile
 from importlib.resources import files
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
@@ -394,12 +394,16 @@ class AppPageHandler(TornadoVoilaHandler):
     "Voila's page handler that sets the `_xsrf` cookie and answers 503 (busy) when `voila_max_sessions` pages are served."
     rendering = 0  # pages being rendered now (their kernels may not be in the kernel manager yet)
 
-    def sessions_in_use(self) -> int:
-        "An upper bound on the kernels held by pages: all kernels, less the ready preheated ones, plus renders in flight."
+    def held_kernels(self) -> set:
+        "The kernels not waiting in the preheated pool: those of pages, and a preheated one still warming."
         km = self.kernel_manager
-        ready = sum(1 for pool in getattr(km, '_pools', {}).values() for t in pool
-                    if t.done() and not t.cancelled() and t.exception() is None)
-        return len(km.list_kernel_ids()) - ready + AppPageHandler.rendering
+        ready = {t.result()['kernel_id'] for pool in getattr(km, '_pools', {}).values() for t in pool
+                 if t.done() and not t.cancelled() and t.exception() is None}
+        return set(km.list_kernel_ids()) - ready
+
+    def sessions_in_use(self) -> int:
+        "An upper bound on the pages served: the held kernels (a warming preheated one costs as much) and renders in flight."
+        return len(self.held_kernels()) + AppPageHandler.rendering
 
     @web.authenticated
     async def get(self, path=None):
@@ -410,9 +414,14 @@ class AppPageHandler(TornadoVoilaHandler):
             self.set_status(503); self.set_header('Retry-After', '30')
             self.set_header('Cache-Control', 'no-cache, no-store, must-revalidate')
             return self.finish(BUSY_HTML % cap)
+        held = self.held_kernels()
         AppPageHandler.rendering += 1
         try: await super().get(path)
-        finally: AppPageHandler.rendering -= 1
+        finally:
+            AppPageHandler.rendering -= 1
+            for kernel_id in self.held_kernels() - held:  # this page's kernel (and the preheated one that replaces it)
+                # a preheated kernel may have waited longer than the cull timeout: not culled before the page connects
+                self.kernel_manager.get_kernel(kernel_id).last_activity = datetime.now(timezone.utc)
 
 class AppVoila(Voila):
     "Voila serving the app's page through `AppPageHandler`."
