@@ -463,7 +463,7 @@ def voila_config(port:int=8866, # the port to serve on (no other port is tried)
 @call_parse
 def app_cli(port:int=8866, # the port to serve on
             ip:str='127.0.0.1', # the address to listen on; off loopback (e.g. 0.0.0.0) visitors need a token
-            models:str='models', # the folder of model bundles (relative to the working directory)
+            models:str=None, # the folder of model bundles; default `models/` of the project (or of the working folder)
             token:str=None, # the token visitors need (`?token=...`); default: none on loopback, else a random one
             max_sessions:int=4, # the most pages served at once; more visitors get a 'busy, try again' page
             cull_idle:int=600, # seconds after which a kernel whose page has gone is shut down
@@ -473,7 +473,7 @@ def app_cli(port:int=8866, # the port to serve on
     "Serve the app with Voila and print its address."
     if token is None and not is_loopback(ip): token = secrets.token_urlsafe(24)
     config = voila_config(port, ip, token, max_sessions, cull_idle, cull_interval, not cold, WEBSOCKET_MAX_BYTES)
-    models = Path(models).resolve()
+    models = models_dir(models).resolve()
     found = list_models(models)
     print(f"chexpert-app: serving http://{ip}:{port}/{'?token=' + token if token else ''} with " +
           (f"model {found[0].name} (the newest of {len(found)} in {models})" if found else
