@@ -135,9 +135,16 @@ def test_ten_visitors_then_all_leave(server):
             page.wait_for_selector('.chexpert-status[data-state="ready"]', timeout=180_000)
             assert 'tiny-densenet121' in page.locator('.chexpert-app select').first.inner_text()
         assert kernels(proc) == MAX_SESSIONS + 1                       # the busy pages started none
+        mark = len(log.read_text())
         for page in pages: page.goto('about:blank')                    # leaving runs the page's shutdown request
         t0 = time.time()
         wait_for(lambda: kernels(proc) == 1, CULL_INTERVAL + 20, "the closed pages' kernels to shut down")
+        after = log.read_text()[mark:]
+        gone = set(re.findall(r'Kernel shutdown: ([\w-]+)', after))
+        assert len(gone) == MAX_SESSIONS, after
+        for k in gone:  # shut down at their pages' request (the culler may race a slow shutdown, never come first)
+            culled_at = after.find(f"({k}) with 0 connections")
+            assert culled_at == -1 or after.index(f'Kernel shutdown: {k}') < culled_at, after
         print(f"{MAX_SESSIONS} kernels shut down {time.time() - t0:.1f} s after their pages closed")
         browser.close()
 
