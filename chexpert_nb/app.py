@@ -64,7 +64,7 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
 # %% ../nbs/08_app.ipynb #116f7b69
 MAX_FILE_MB = 50       # the largest file the app reads
 MAX_UPLOAD_MB = 200    # the largest upload (all files of one study together)
-WEBSOCKET_MAX_BYTES = (MAX_UPLOAD_MB + 8) * 2**20  # Voila's websocket message limit (`voila_command`)
+WEBSOCKET_MAX_BYTES = (MAX_UPLOAD_MB + 8) * 2**20  # Voila's websocket message limit (`voila_config`)
 
 UPLOAD_GUARD_JS = """
 (() => {  // chexpert_nb: files over the app's limits are sent empty, with their real size, so the app can name them
