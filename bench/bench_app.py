@@ -1,11 +1,11 @@
-"""How fast the app's page is ready: Voila with a preheated kernel (`make app`) against Voila without (the baseline).
+"""How fast the app's page is ready: `chexpert-app` (a preheated kernel) against `chexpert-app --cold` (the baseline).
 
 Each rep starts a fresh server on a free port over a full-size bundle (DenseNet-121, 320 px, untrained weights: the
 load time is what matters), waits until the server is up (and, preheated, until its kernel has run the notebook, as
 it has long before a user arrives: until the server's processes stop using the CPU), then times Chromium from
 `goto` until the app says its model is ready.
 """
-import os, re, signal, socket, subprocess, sys, tempfile, time
+import signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, BENCH_DATA, header, med, spread, verdict
@@ -54,12 +54,11 @@ def _free_port():
 
 def page_ready_seconds(models: Path, preheat: bool, browser) -> float:
     "Start a server, wait until it is ready for a user, time one page load until the app is ready; stop it."
-    from chexpert_nb.app import voila_command
     port = _free_port()
-    cmd = [c.replace('--preheat_kernel=True', f'--preheat_kernel={preheat}') for c in voila_command(port)]
+    cmd = [str(Path(sys.executable).parent/'chexpert-app'), '--models', str(models), '--port', str(port),
+           *([] if preheat else ['--cold'])]
     log = Path(tempfile.mkstemp(suffix='.log')[1])
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, 'CHEXPERT_MODELS': str(models)},
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open('w'), stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 600
         while 'is running at' not in log.read_text():
@@ -82,7 +81,7 @@ def page_ready_seconds(models: Path, preheat: bool, browser) -> float:
 
 def main(reps: int = 2) -> int:
     from playwright.sync_api import sync_playwright
-    header('app page ready: Voila with a preheated kernel (make app) vs without')
+    header('app page ready: chexpert-app (a preheated kernel) vs chexpert-app --cold')
     models = full_size_bundle()
     times = {'preheated': [], 'cold': []}
     with sync_playwright() as pw:

@@ -4,8 +4,9 @@
 
 # %% ../nbs/08_app.ipynb #2ff7d21c
 from __future__ import annotations
-import io, os, sys, html
-from datetime import datetime
+import io, os, html, ipaddress, json, secrets, tempfile
+from importlib.resources import files
+from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
@@ -13,23 +14,26 @@ import ipywidgets as widgets
 from IPython.display import display, Javascript
 from matplotlib.figure import Figure
 from fastcore.script import call_parse
-from fastcore.basics import patch
+from tornado import web
+from traitlets import Integer
+from traitlets.config import Config
+from voila.app import Voila
+from voila.tornado.handler import TornadoVoilaHandler
 from .data import COMPETITION_TASKS, project_root
 from .bundle import list_models, WEIGHTS_FILE
 from .infer import Predictor, overlay
 
 # %% auto #0
-__all__ = ['MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'BANNER', 'HOW_TO_TRAIN', 'models_dir',
-           'model_label', 'model_summary', 'read_upload', 'study_table', 'table_html', 'bar_chart', 'thumbnail',
-           'ChexpertApp', 'voila_command', 'app_cli']
+__all__ = ['MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'BANNER', 'HOW_TO_TRAIN', 'PAGE',
+           'BUSY_HTML', 'models_dir', 'model_label', 'model_summary', 'read_upload', 'study_table', 'table_html',
+           'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila',
+           'voila_config', 'app_cli']
 
 # %% ../nbs/08_app.ipynb #67d5200d
-def models_dir(path:str|Path|None=None, # a folder of model bundles; default `$CHEXPERT_MODELS`, then `models/`
+def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
               ) -> Path:
     "The folder the app lists models from."
-    if path is not None: return Path(path)
-    env = os.environ.get('CHEXPERT_MODELS')
-    return Path(env) if env else project_root()/'models'
+    return Path(path) if path is not None else project_root()/'models'
 
 # %% ../nbs/08_app.ipynb #2382f045
 def model_label(model_dir:Path) -> str:
@@ -60,7 +64,7 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
 # %% ../nbs/08_app.ipynb #116f7b69
 MAX_FILE_MB = 50       # the largest file the app reads
 MAX_UPLOAD_MB = 200    # the largest upload (all files of one study together)
-WEBSOCKET_MAX_BYTES = (MAX_UPLOAD_MB + 8) * 2**20  # Voila's websocket message limit (`voila_command`)
+WEBSOCKET_MAX_BYTES = (MAX_UPLOAD_MB + 8) * 2**20  # Voila's websocket message limit (`voila_config`)
 
 UPLOAD_GUARD_JS = """
 (() => {  // chexpert_nb: files over the app's limits are sent empty, with their real size, so the app can name them
@@ -170,8 +174,6 @@ def thumbnail(img:Image.Image, # any PIL image
 
 # %% ../nbs/08_app.ipynb #f42d4588
 _CSS = """<style>
-#rendered_cells .jp-Cell { display: none; }  /* Voila: show only the app's cell, not the notebook's prose and tests */
-#rendered_cells .jp-Cell:has(.chexpert-app) { display: block; }
 .chexpert-app { max-width: 1240px; font-size: 14px; }
 .chexpert-app .widget-html-content { line-height: 1.45; }
 .chexpert-banner { background: #fff3cd; border: 1px solid #e0c060; border-radius: 4px; padding: 6px 10px; }
@@ -198,7 +200,7 @@ def _status(text, state='ready'): return f'<div class="chexpert-status {state}" 
 
 class ChexpertApp:
     "The upload-and-read widget app over the bundles in `models`."
-    def __init__(self, models:str|Path|None=None, # a folder of model bundles; default `$CHEXPERT_MODELS`, then `models/`
+    def __init__(self, models:str|Path|None=None, # a folder of model bundles; default `models/` of the project
                  load_predictor=None, # `model_dir -> Predictor`; default `Predictor.from_bundle`
                  thumb_side:int=192, # thumbnail size, pixels
                 ):
@@ -232,156 +234,249 @@ class ChexpertApp:
         self.widget = W.VBox([W.HTML(_CSS), self.banner, W.HBox([self.model_picker]), self.model_info,
                               W.HBox([self.upload, self.upload_hint]), self.status, self.files, self.results])
         self.widget.add_class('chexpert-app')
-        # callbacks (defined below) are looked up when they fire
-        self.model_picker.observe(lambda change: self._on_model(change), 'value')
-        self.upload.observe(lambda change: self._on_upload(change), 'value')
-        self.cam_picker.observe(lambda change: self._on_cam(change), 'value')
+        self.model_picker.observe(self._on_model, 'value')
+        self.upload.observe(self._on_upload, 'value')
+        self.cam_picker.observe(self._on_cam, 'value')
 
     def show(self):
         "Display the app (and the upload guard script) in a notebook or a Voila page."
         display(Javascript(UPLOAD_GUARD_JS))
         display(self.widget)
 
-# %% ../nbs/08_app.ipynb #8bda03d5
-@patch
-def refresh_models(self:ChexpertApp):
-    "List the bundles in the models folder and select the newest."
-    found = list_models(self.models)
-    self._quiet = True  # choosing below loads the model once
-    self.model_picker.options = [(model_label(d), str(d)) for d in found]
-    self.model_picker.value = str(found[0]) if found else None
-    self._quiet = False
-    self.model_picker.layout.display = None if found else 'none'
-    self.model_picker.disabled = len(found) < 2  # a choice only when there is one to make
-    if found: return self.use_model(found[0])
-    self.predictor = self.model_dir = None
-    self.upload.disabled, self.model_info.value = True, ''
-    self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
-
-@patch
-def _on_model(self:ChexpertApp, change):
-    if change['new'] and not self._quiet: self.use_model(Path(change['new']))
-
-@patch
-def use_model(self:ChexpertApp, model_dir:Path):
-    "Load the bundle in `model_dir`; the current study, if any, is read again with it."
-    self.upload.disabled = True
-    self.status.value = _status(f'Loading model {html.escape(model_dir.name)}…', 'busy')
-    try:
-        self.predictor, self.model_dir = self.load_predictor(model_dir), model_dir
-    except Exception as e:
+    def refresh_models(self):
+        "List the bundles in the models folder and select the newest."
+        found = list_models(self.models)
+        self._quiet = True  # choosing below loads the model once
+        self.model_picker.options = [(model_label(d), str(d)) for d in found]
+        self.model_picker.value = str(found[0]) if found else None
+        self._quiet = False
+        self.model_picker.layout.display = None if found else 'none'
+        self.model_picker.disabled = len(found) < 2  # a choice only when there is one to make
+        if found: return self.use_model(found[0])
         self.predictor = self.model_dir = None
-        self.model_info.value = ''
-        self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
-                                    f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
-        return
-    self.model_info.value = f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}</span>'
-    self.upload.disabled = False
-    if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
-    else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')
+        self.upload.disabled, self.model_info.value = True, ''
+        self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
 
-# %% ../nbs/08_app.ipynb #eab274eb
-@patch
-def _on_upload(self:ChexpertApp, change):
-    if not change['new']: return
-    try:
-        items, errors = read_upload(change['new'])
-        self.analyse(items, errors)
-    except Exception as e: self.status.value = _status(f'Something went wrong: {html.escape(repr(e))}', 'error')
+    def _on_model(self, change):
+        if change['new'] and not self._quiet: self.use_model(Path(change['new']))
 
-@patch
-def _card(self:ChexpertApp, name, img=None, error=None):
-    kids = [widgets.Image(value=thumbnail(img, self.thumb_side), format='png')] if img is not None else []
-    kids.append(widgets.HTML(f'<div class="file-name">{html.escape(name)}</div>' +
-                             (f'<div class="file-error">{html.escape(error)}</div>' if error else
-                              f'<div class="file-ok">{img.width} x {img.height}</div>')))
-    box = widgets.VBox(kids, layout=widgets.Layout(width=f'{max(self.thumb_side, 200) + 16}px'))
-    box.add_class('chexpert-card'); box.add_class('card-error' if error else 'card-ok')
-    return box
+    def use_model(self, model_dir:Path):
+        "Load the bundle in `model_dir`; the current study, if any, is read again with it."
+        self.upload.disabled = True
+        self.status.value = _status(f'Loading model {html.escape(model_dir.name)}…', 'busy')
+        try:
+            self.predictor, self.model_dir = self.load_predictor(model_dir), model_dir
+        except Exception as e:
+            self.predictor = self.model_dir = None
+            self.model_info.value = ''
+            self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
+                                        f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
+            return
+        self.model_info.value = f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}</span>'
+        self.upload.disabled = False
+        if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
+        else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')
 
-@patch
-def analyse(self:ChexpertApp, items:list, # `(name, bytes)` pairs: the files of one study
-            errors:dict|None=None, # `{name: message}` for files refused before reading
-           ):
-    "Read a new study: show each file or its error, then the table, the chart and the Grad-CAM."
-    self.study_count += 1
-    self._items, self._upload_errors = list(items), dict(errors or {})
-    self.errors, self.images, self.table = dict(errors or {}), {}, None
-    self.results.layout.display, self.cams.children, self.files.children = 'none', (), ()
-    if self.predictor is None:
-        self.status.value = _status('No model is loaded: pick or train one first.', 'error'); return
-    self.status.value = _status(f'Reading {len(items)} file(s) and running the model…', 'busy')
-    result = self.predictor.predict_study(items)
-    self.images = dict(result.images)
-    self.errors.update(result.errors)
-    self.files.children = [self._card(n, self.images.get(n), self.errors.get(n))
-                           for n in list(result.per_image['name']) + list(self._upload_errors)]
-    if not self.images:
-        self.status.value = _status('None of the files could be read: see the messages beside their names.', 'error')
-        return
-    self.table = study_table(result, self.predictor.thresholds)
-    views = [c for c in self.table.columns if c not in ('study', 'threshold', 'decision')]
-    self.table_html.value = table_html(self.table)
-    self.chart.value = bar_chart(self.table, f'Study-level probability (max over {len(views)} view{"s" * (len(views) > 1)})')
-    self.results.layout.display = None
-    ranked = self.table['study'].drop('No Finding', errors='ignore').sort_values(ascending=False)
-    self._quiet = True
-    self.cam_picker.options = list(self.table.index)
-    self.cam_picker.value = ranked.index[0]
-    self._quiet = False
-    self.status.value = _status(f'Drawing the Grad-CAM of {html.escape(ranked.index[0])}…', 'busy')
-    self.show_gradcam(ranked.index[0])
-    n_bad = len(self.errors)
-    self.status.value = _status(f'Study {self.study_count}: {len(views)} image(s) read' +
-                                (f', {n_bad} file(s) could not be read (see beside their names)' if n_bad else '') +
-                                '. The study value of each observation is the maximum over its views.', 'done')
+    def _on_upload(self, change):
+        if not change['new']: return
+        try:
+            items, errors = read_upload(change['new'])
+            self.analyse(items, errors)
+        except Exception as e: self.status.value = _status(f'Something went wrong: {html.escape(repr(e))}', 'error')
 
-@patch
-def _on_cam(self:ChexpertApp, change):
-    if not self._quiet and change['new']: self.show_gradcam(change['new'])
+    def _card(self, name, img=None, error=None):
+        kids = [widgets.Image(value=thumbnail(img, self.thumb_side), format='png')] if img is not None else []
+        kids.append(widgets.HTML(f'<div class="file-name">{html.escape(name)}</div>' +
+                                 (f'<div class="file-error">{html.escape(error)}</div>' if error else
+                                  f'<div class="file-ok">{img.width} x {img.height}</div>')))
+        box = widgets.VBox(kids, layout=widgets.Layout(width=f'{max(self.thumb_side, 200) + 16}px'))
+        box.add_class('chexpert-card'); box.add_class('card-error' if error else 'card-ok')
+        return box
 
-@patch
-def show_gradcam(self:ChexpertApp, observation:str):
-    "Show the Grad-CAM heatmap of `observation` over each image of the study."
-    try:
-        cards = []
-        for name, img in self.images.items():
-            small = img.copy(); small.thumbnail((320, 320))  # the overlay is drawn at the size it is shown
-            shown = overlay(small, self.predictor.gradcam(img, observation))
-            p = self.table.loc[observation, name] if self.table is not None and name in self.table else np.nan
-            cap = widgets.HTML(f'<div class="file-name">{html.escape(name)}</div><div>{html.escape(observation)}: {_fmt(p)}</div>')
-            card = widgets.VBox([widgets.Image(value=_png(shown), format='png'), cap]); card.add_class('chexpert-card')
-            cards.append(card)
-        self.cams.children = cards
-    except Exception as e:
-        self.cams.children = [widgets.HTML(_status(f'Grad-CAM failed: {html.escape(str(e))}', 'error'))]
+    def _read_study(self, items:list):
+        "`(result, failed)`: `predict_study` over `items`; when it fails, each file is read alone and those that fail are set aside."
+        try: return self.predictor.predict_study(items), {}
+        except Exception: pass  # one file broke the whole study (a decoder's bug, not an `ImageLoadError`): find which
+        good, failed = [], {}
+        for name, data in items:
+            try: self.predictor.predict_study([(name, data)]); good.append((name, data))
+            except Exception as e:
+                failed[name] = (f"{name} could not be read ({type(e).__name__}: {e}). "
+                                "Upload another export of the image (PNG or JPEG).")
+        return self.predictor.predict_study(good), failed
+
+    def analyse(self, items:list, # `(name, bytes)` pairs: the files of one study
+                errors:dict|None=None, # `{name: message}` for files refused before reading
+               ):
+        "Read a new study: show each file or its error, then the table, the chart and the Grad-CAM."
+        self.study_count += 1
+        self._items, self._upload_errors = list(items), dict(errors or {})
+        self.errors, self.images, self.table = dict(errors or {}), {}, None
+        self.results.layout.display, self.cams.children, self.files.children = 'none', (), ()
+        if self.predictor is None:
+            self.status.value = _status('No model is loaded: pick or train one first.', 'error'); return
+        self.status.value = _status(f'Reading {len(items)} file(s) and running the model…', 'busy')
+        result, failed = self._read_study(items)
+        self.images = dict(result.images)
+        self.errors.update(result.errors); self.errors.update(failed)
+        order = {n: i for i, (n, _) in enumerate(items)}  # the cards in the order of the upload
+        read = sorted([*result.per_image['name'], *failed], key=lambda n: order.get(n, len(order)))
+        self.files.children = [self._card(n, self.images.get(n), self.errors.get(n)) for n in read + list(self._upload_errors)]
+        if not self.images:
+            self.status.value = _status('None of the files could be read: see the messages beside their names.', 'error')
+            return
+        self.table = study_table(result, self.predictor.thresholds)
+        views = [c for c in self.table.columns if c not in ('study', 'threshold', 'decision')]
+        self.table_html.value = table_html(self.table)
+        self.chart.value = bar_chart(self.table, f'Study-level probability (max over {len(views)} view{"s" * (len(views) > 1)})')
+        self.results.layout.display = None
+        ranked = self.table['study'].drop('No Finding', errors='ignore').sort_values(ascending=False)
+        self._quiet = True
+        self.cam_picker.options = list(self.table.index)
+        self.cam_picker.value = ranked.index[0]
+        self._quiet = False
+        self.status.value = _status(f'Drawing the Grad-CAM of {html.escape(ranked.index[0])}…', 'busy')
+        self.show_gradcam(ranked.index[0])
+        n_bad = len(self.errors)
+        self.status.value = _status(f'Study {self.study_count}: {len(views)} image(s) read' +
+                                    (f', {n_bad} file(s) could not be read (see beside their names)' if n_bad else '') +
+                                    '. The study value of each observation is the maximum over its views.', 'done')
+
+    def _on_cam(self, change):
+        if not self._quiet and change['new']: self.show_gradcam(change['new'])
+
+    def show_gradcam(self, observation:str):
+        "Show the Grad-CAM heatmap of `observation` over each image of the study."
+        try:
+            cards = []
+            for name, img in self.images.items():
+                small = img.copy(); small.thumbnail((320, 320))  # the overlay is drawn at the size it is shown
+                shown = overlay(small, self.predictor.gradcam(img, observation))
+                p = self.table.loc[observation, name] if self.table is not None and name in self.table else np.nan
+                cap = widgets.HTML(f'<div class="file-name">{html.escape(name)}</div><div>{html.escape(observation)}: {_fmt(p)}</div>')
+                card = widgets.VBox([widgets.Image(value=_png(shown), format='png'), cap]); card.add_class('chexpert-card')
+                cards.append(card)
+            self.cams.children = cards
+        except Exception as e:
+            self.cams.children = [widgets.HTML(_status(f'Grad-CAM failed: {html.escape(str(e))}', 'error'))]
 
 # %% ../nbs/08_app.ipynb #b8f403c3
-# `python -m voila`, minus the warning that traitlets 5 deprecates the dict syntax of --Voila.tornado_settings (its
-# key=value form would pass the size as a string); voila's own import re-enables that warning, so filter after it.
-_VOILA_MAIN = ("import sys, warnings; from voila.app import main; "
-               "warnings.filterwarnings('ignore', '--tornado_settings', DeprecationWarning); sys.exit(main())")
+PAGE = 'app_page.ipynb'  # the page Voila serves: one cell that shows `ChexpertApp`, shipped inside the package
 
-def voila_command(port:int=8866, # the port to serve on (no other port is tried)
-                  ip:str='127.0.0.1', # the address to listen on
-                  notebook:str|Path|None=None, # the app notebook; default `nbs/08_app.ipynb`
-                 ) -> list[str]:
-    "The Voila command line that serves the app."
-    notebook = Path(notebook) if notebook else project_root()/'nbs'/'08_app.ipynb'
-    return [sys.executable, '-c', _VOILA_MAIN, str(notebook), '--no-browser', f'--Voila.ip={ip}', f'--port={port}',
-            '--Voila.port_retries=0', '--preheat_kernel=True', '--theme=light',
-            f"--Voila.tornado_settings={{'websocket_max_message_size': {WEBSOCKET_MAX_BYTES}}}",
-            '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext']  # a dev tool's lab extension, broken in Voila
+def is_loopback(ip:str, # an address to listen on: '127.0.0.1', '::1', 'localhost', '0.0.0.0'...
+               ) -> bool:
+    "Whether a server listening on `ip` can be reached from this machine only."
+    if ip == 'localhost': return True
+    try: return ipaddress.ip_address(ip).is_loopback
+    except ValueError: return False
 
+def write_page(models:str|Path, # the folder of model bundles the page lists (written as an absolute path)
+               folder:str|Path, # where to write the page: a fresh temporary folder, since Voila serves its files
+              ) -> Path:
+    "A copy of the package's page in `folder`, with the models folder written into its one cell."
+    nb = json.loads((files('chexpert_nb')/PAGE).read_text())
+    src = ''.join(nb['cells'][0]['source'])
+    if src.count('models=None') != 1:
+        raise ValueError(f"chexpert_nb/{PAGE} should hold one cell calling ChexpertApp(models=None); it holds {src!r}")
+    nb['cells'][0]['source'] = src.replace('models=None', f'models={str(Path(models).resolve())!r}')
+    out = Path(folder)/PAGE
+    out.write_text(json.dumps(nb, indent=1) + '\n')
+    return out
+
+# %% ../nbs/08_app.ipynb #9f52b064
+BUSY_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Busy: try again shortly</title>
+<meta http-equiv="refresh" content="30"></head>
+<body style="font-family:sans-serif;max-width:40em;margin:4em auto" class="chexpert-busy">
+<h1>The app is busy</h1><p>All %d sessions are in use. Please try again in a minute:
+this page retries by itself every 30 seconds.</p></body></html>"""
+
+class AppPageHandler(TornadoVoilaHandler):
+    "Voila's page handler that sets the `_xsrf` cookie and answers 503 (busy) when `voila_max_sessions` pages are served."
+    rendering = 0  # pages being rendered now (their kernels may not be in the kernel manager yet)
+
+    def held_kernels(self) -> set:
+        "The kernels not waiting in the preheated pool: those of pages, and a preheated one still warming."
+        km = self.kernel_manager
+        ready = {t.result()['kernel_id'] for pool in getattr(km, '_pools', {}).values() for t in pool
+                 if t.done() and not t.cancelled() and t.exception() is None}
+        return set(km.list_kernel_ids()) - ready
+
+    def sessions_in_use(self) -> int:
+        "An upper bound on the pages served: the held kernels (a warming preheated one costs as much) and renders in flight."
+        return len(self.held_kernels()) + AppPageHandler.rendering
+
+    @web.authenticated
+    async def get(self, path=None):
+        self.xsrf_token  # sets the _xsrf cookie, which the page's shutdown request on closing needs
+        cap = self.settings.get('voila_max_sessions', 0)
+        if cap and not path and self.sessions_in_use() >= cap:
+            self.log.warning("Busy: %d sessions in use, a page refused", cap)
+            self.set_status(503); self.set_header('Retry-After', '30')
+            self.set_header('Cache-Control', 'no-cache, no-store, must-revalidate')
+            return self.finish(BUSY_HTML % cap)
+        held = self.held_kernels()
+        AppPageHandler.rendering += 1
+        try: await super().get(path)
+        finally:
+            AppPageHandler.rendering -= 1
+            for kernel_id in self.held_kernels() - held:  # this page's kernel (and the preheated one that replaces it)
+                # a preheated kernel may have waited longer than the cull timeout: not culled before the page connects
+                self.kernel_manager.get_kernel(kernel_id).last_activity = datetime.now(timezone.utc)
+
+class AppVoila(Voila):
+    "Voila serving the app's page through `AppPageHandler`."
+    max_sessions = Integer(0, config=True, help="Most pages served at once (the preheated kernel not counted); 0: no limit.")
+
+    def init_settings(self):
+        settings = super().init_settings()
+        settings['voila_max_sessions'] = self.max_sessions
+        return settings
+
+    def init_handlers(self):
+        return [(h[0], AppPageHandler, *h[2:]) if h[1] is TornadoVoilaHandler else h for h in super().init_handlers()]
+
+# %% ../nbs/08_app.ipynb #b174d286
+def voila_config(port:int=8866, # the port to serve on (no other port is tried)
+                 ip:str='127.0.0.1', # the address to listen on
+                 token:str|None=None, # the token visitors need; required when `ip` is not loopback
+                 max_sessions:int=4, # the most pages served at once (0: no limit)
+                 cull_idle:int=600, # seconds after which a kernel without a page is shut down
+                 cull_interval:int=60, # seconds between checks for such kernels
+                 preheat:bool=True, # run the page in a waiting kernel before anyone asks
+                 websocket_max_bytes:int=10 * 2**20, # the largest websocket message (an upload's files together)
+                ) -> Config:
+    "The settings of `AppVoila` for the app, all in one place."
+    loopback = is_loopback(ip)
+    if not loopback and not token:
+        raise ValueError(f"serving on {ip} reaches other machines: give visitors a token (chexpert-app --token ...), "
+                         "or serve on 127.0.0.1")
+    c = Config()
+    c.Voila.update(ip=ip, port=port, port_retries=0, open_browser=False, max_sessions=max_sessions, token=token or '',
+                   tornado_settings={'websocket_max_message_size': websocket_max_bytes,
+                                     'allow_remote_access': not loopback})  # loopback: 403 for a foreign Host
+    c.VoilaConfiguration.update(preheat_kernel=preheat, theme='light', file_allowlist=[],
+                                extension_denylist=['jupyterlab-jupytext'])  # a dev tool's lab extension, broken in Voila
+    c.MappingKernelManager.update(cull_idle_timeout=cull_idle, cull_interval=cull_interval)
+    return c
+
+# %% ../nbs/08_app.ipynb #e4a705b9
 @call_parse
 def app_cli(port:int=8866, # the port to serve on
-            ip:str='127.0.0.1', # the address to listen on (0.0.0.0 serves other machines too: think twice)
-            models:str=None, # a folder of model bundles; default `$CHEXPERT_MODELS`, then `models/`
+            ip:str='127.0.0.1', # the address to listen on; off loopback (e.g. 0.0.0.0) visitors need a token
+            models:str=None, # the folder of model bundles; default `models/` of the project (or of the working folder)
+            token:str=None, # the token visitors need (`?token=...`); default: none on loopback, else a random one
+            max_sessions:int=4, # the most pages served at once; more visitors get a 'busy, try again' page
+            cull_idle:int=600, # seconds after which a kernel whose page has gone is shut down
+            cull_interval:int=60, # seconds between checks for such kernels
+            cold:bool=False, # no preheated kernel: each page starts its own (slower; for benchmarks)
            ):
     "Serve the app with Voila and print its address."
-    if models: os.environ['CHEXPERT_MODELS'] = str(Path(models).resolve())
-    found = list_models(models_dir())
-    print(f"chexpert-app: serving http://{ip}:{port}/ with " +
-          (f"model {found[0].name} (the newest of {len(found)} in {models_dir()})" if found else
-           f"no model yet in {models_dir()}: the page says how to train one"), flush=True)
-    os.execv(sys.executable, voila_command(port, ip))
+    if token is None and not is_loopback(ip): token = secrets.token_urlsafe(24)
+    config = voila_config(port, ip, token, max_sessions, cull_idle, cull_interval, not cold, WEBSOCKET_MAX_BYTES)
+    models = models_dir(models).resolve()
+    found = list_models(models)
+    print(f"chexpert-app: serving http://{ip}:{port}/{'?token=' + token if token else ''} with " +
+          (f"model {found[0].name} (the newest of {len(found)} in {models})" if found else
+           f"no model yet in {models}: the page says how to train one"), flush=True)
+    with tempfile.TemporaryDirectory(prefix='chexpert-app-') as folder:
+        AppVoila.launch_instance(argv=[str(write_page(models, folder))], config=config)

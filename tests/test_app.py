@@ -1,4 +1,4 @@
-"The app's callbacks with a real trained bundle and real X-rays, driven from Python as a browser upload would be."
+"The app's callbacks with a real trained bundle and real X-rays, driven from Python as a browser upload would be; the wheel."
 import io
 from datetime import datetime
 import numpy as np
@@ -91,3 +91,15 @@ def test_uploads_are_not_written(app, xrays, tmp_path, monkeypatch):
 def test_no_model(tmp_path):
     app = ChexpertApp(tmp_path)
     assert app.upload.disabled and 'make demo' in app.status.value and app.predictor is None
+
+def test_the_page_ships_in_the_wheel(tmp_path):
+    "A non-editable wheel holds the page `chexpert-app` serves (built from a copy, so the checkout gets no build/)."
+    import shutil, subprocess, sys, zipfile
+    from conftest import ROOT
+    src = tmp_path/'src'
+    shutil.copytree(ROOT/'chexpert_nb', src/'chexpert_nb', ignore=shutil.ignore_patterns('__pycache__'))
+    for f in ('pyproject.toml', 'README.md'): shutil.copy(ROOT/f, src/f)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', str(src), '--no-deps', '--no-build-isolation', '-q',
+                    '-w', str(tmp_path/'dist')], check=True, timeout=300)
+    names = zipfile.ZipFile(next((tmp_path/'dist').glob('chexpert_nb-*.whl'))).namelist()
+    assert 'chexpert_nb/app_page.ipynb' in names and 'chexpert_nb/app.py' in names
