@@ -17,7 +17,7 @@ from fastcore.basics import store_attr
 from fastcore.docments import docments
 from fastcore.imports import in_notebook
 from fastai.vision.all import (Datasets, TfmdDL, default_device, create_body, add_head, num_features_model, model_meta,
-    Learner, Metric, Callback, SaveModelCallback, ProgressCallback, Adam, default_split, set_seed, rank_distrib,
+    Learner, Metric, Callback, SaveModelCallback, TrackerCallback, ProgressCallback, Adam, default_split, set_seed, rank_distrib,
     num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
 from sklearn.metrics import roc_auc_score
@@ -197,11 +197,13 @@ class _TrainedEpochs:
         self.trained = False
 
 class BestModel(_TrainedEpochs, SaveModelCallback):
-    "Save `checkpoints/best.pth` whenever `monitor` improves; load the best at the end (when there is one)."
+    "Save `checkpoints/best.pth` (quietly) whenever `monitor` improves; load the best at the end (when there is one)."
     def __init__(self, monitor='nanmean_auroc', best:float|None=None):
         super().__init__(monitor=monitor, comp=np.greater, fname='best', reset_on_fit=False)
         self.best = -float('inf') if best is None or np.isnan(best) else best
-    def epoch_done(self): SaveModelCallback.after_epoch(self)
+    def epoch_done(self):
+        TrackerCallback.after_epoch(self)  # sets `new_best`; the epoch's line or table row already shows the score
+        if self.new_best: self.learn.save(self.fname, with_opt=False)
     def after_fit(self, **kwargs):
         distrib_barrier()
         if (self.path/self.model_dir/'best.pth').exists(): self.learn.load('best', with_opt=False, weights_only=True)
@@ -501,7 +503,7 @@ def _remove_failed_start(out:Path):
     for d in (out/'checkpoints', out):
         if d.is_dir() and not any(d.iterdir()): d.rmdir()
 
-# %% ../nbs/05_train.ipynb #20e39044
+# %% ../nbs/05_train.ipynb #052c70d1
 def _resume_point(state:dict|None, epochs:int) -> tuple[int, dict|None]:
     "The stage to start at and the checkpoint to start from (None: the stage's beginning)."
     if state is None: return 1, None
@@ -530,8 +532,9 @@ def fit_stages(learn:Learner, cfg:TrainConfig, config:BundleConfig, train_df, va
 
 def write_bundle(learn:Learner, config:BundleConfig, cfg:TrainConfig):
     "The bundle of the best epoch (`checkpoints/best.pth` when there is one): weights, config, and that epoch's metrics."
+    if (Path(cfg.out)/'checkpoints'/'best.pth').exists():  # in every process: fastai's `load` waits for all of them
+        learn.load('best', with_opt=False, weights_only=True)
     if rank_distrib(): return
-    if (Path(cfg.out)/'checkpoints'/'best.pth').exists(): learn.load('best', with_opt=False, weights_only=True)
     config.metrics = _best_metrics(Path(cfg.out), cfg.tasks)
     save_bundle(learn.model, config, cfg.out)
 
