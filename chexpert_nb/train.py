@@ -472,9 +472,9 @@ def start_run(cfg:TrainConfig, resume:bool) -> tuple[TrainConfig, dict|None]:
     return TrainConfig(**{**saved, 'out': str(out)}), state  # the folder where it is now, if it was moved
 
 def run_data(cfg:TrainConfig) -> tuple[Path, bool, pd.DataFrame, pd.DataFrame]:
-    "The data root of a run, whether it is a synthetic sample (its marker file), and its training and validation frames."
-    root = Path(cfg.data) if cfg.data else default_data()[0]
-    return (root, is_synthetic(root), *load_frames(cfg, root))
+    "The data root of a run, whether it is a synthetic sample (its marker file, or `default_data`'s own), and its frames."
+    root, made_here = (Path(cfg.data), False) if cfg.data else default_data()  # `default_data` knows the sample it made
+    return (root, made_here or is_synthetic(root), *load_frames(cfg, root))
 
 def make_dls(cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame, relabel:np.ndarray|None=None):
     "`chexpert_dls` as `cfg` says (with `relabel`: the U-SelfTrained second stage's targets)."
