@@ -86,15 +86,15 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     p = subprocess.Popen([str(BIN/'chexpert-train'), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last, t0 = out/'checkpoints'/'last.json', time.time()
     try:
-        while time.time() - t0 < 300:  # wait for a checkpoint in the middle of the first epoch, then kill -9
-            if last.exists() and json.loads(last.read_text())['batch'] > 0: break
+        while time.time() - t0 < 300:  # wait for a checkpoint in the middle of the second epoch, then kill -9
+            if last.exists() and json.loads(last.read_text())['epoch'] == 1 and json.loads(last.read_text())['batch'] > 0: break
             assert p.poll() is None, p.stdout.read().decode()[-2000:]
             time.sleep(0.05)
         p.send_signal(signal.SIGKILL); p.wait()
     finally:
         if p.poll() is None: p.kill()
     state = json.loads(last.read_text())
-    assert state['epoch'] == 0 and state['batch'] in (3, 6, 9) and not (out/'model.safetensors').exists()
+    assert state['epoch'] == 1 and state['batch'] in (3, 6, 9) and not (out/'model.safetensors').exists()
     assert (out/'checkpoints'/f"{state['file']}.pth").exists()
     lock = out/'checkpoints'/'run.lock'
     assert json.loads(lock.read_text())['pid'] == p.pid  # killed: its lock is left behind, stale
@@ -107,13 +107,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     r = _run(['--out', out, '--resume', '--quiet'])
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'taking over the stale lock' in r.stdout and not lock.exists()
-    assert f"resuming {out} at stage 1, epoch 0, batch {state['batch']}" in r.stdout
+    assert f"resuming {out} at stage 1, epoch 1, batch {state['batch']}" in r.stdout
     end = json.loads(last.read_text())
     n = end['batches_per_epoch']
     assert end['epoch'] == 2 and end['batch'] == 0
-    assert end['batches_run'] == 2 * n - state['batch']  # nothing before the checkpoint was trained again
+    assert end['batches_run'] == n - state['batch']  # nothing before the checkpoint was trained again (epoch 0 skipped)
     history = pd.read_csv(out/'history.csv')
-    assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs
+    assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs: none for the skipped epoch 0
+    assert r.stdout.count('epoch 1 train_loss') == 1 and 'epoch 0 train_loss' not in r.stdout
     assert (out/'model.safetensors').exists() and json.loads((out/'config.json').read_text())['pretrained'] is False
     r = _run(['--out', out, '--data', sample_dir, *TINY])
     assert r.returncode != 0 and '--resume' in r.stderr  # never overwrites a run silently
