@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 
 # %% auto #0
 __all__ = ['OBSERVATIONS', 'COMPETITION_TASKS', 'META_COLUMNS', 'COLUMNS', 'LABEL_VALUES', 'DATA_DIRNAMES', 'SAMPLE_DIRNAME',
-           'SIGNS', 'PATHOLOGIES', 'NIH_FINDINGS', 'NIH_FILE', 'NIH_SPLIT_FILES', 'GOOGLE2019_FILE',
+           'SIGNS', 'PATHOLOGIES', 'SAMPLE_MARKER', 'NIH_FINDINGS', 'NIH_FILE', 'NIH_SPLIT_FILES', 'GOOGLE2019_FILE',
            'GOOGLE2019_FINDINGS', 'PADCHEST_FILE', 'PADCHEST_FINDINGS', 'PADCHEST_FRONTAL', 'PADCHEST_LATERAL',
            'MIMIC_FILES', 'MIMIC_FRONTAL', 'MIMIC_LATERAL', 'DATASETS', 'find_chexpert', 'real_train_csv',
            'project_root', 'default_data', 'CheXpertCSVError', 'read_chexpert_csv', 'study_labels', 'label_counts',
@@ -265,6 +265,7 @@ def _sample_rows(rng, split, first_patient, n_patients, out_dir):
     return pd.DataFrame(rows, columns=COLUMNS)
 
 # %% ../nbs/00_data.ipynb #3fe4f2ab
+import json
 _SAMPLE_README = """# SYNTHETIC sample in CheXpert-v1.0-small layout: NOT X-rays
 
 Made by `chexpert-sample` (chexpert_nb) with seed {seed}: {n_train} train images, {n_valid} valid images.
@@ -273,6 +274,8 @@ The images are drawn shapes on a gray background, planted so that a CNN can lear
 Positive = the sign at full brightness, uncertain (-1) = at half brightness, 0 or blank = no sign.
 No Finding = no other sign (Support Devices aside). Use it to test code, never to judge a model of X-rays.
 """
+
+SAMPLE_MARKER = 'dataset.json'  # written into every synthetic sample: what it is, so nobody reads it by its folder name
 
 def make_sample(out_dir:str|Path, # folder to write; created
                 patients:int=100, # training patients (valid gets a quarter as many, at least 8)
@@ -286,6 +289,9 @@ def make_sample(out_dir:str|Path, # folder to write; created
     train.to_csv(out_dir/'train.csv', index=False); valid.to_csv(out_dir/'valid.csv', index=False)
     signs = ''.join(f"- {o}: {s} at x={x:.2f}, y={y:.2f} of the image\n" for o, (s, x, y) in SIGNS.items())
     (out_dir/'README.md').write_text(_SAMPLE_README.format(seed=seed, n_train=len(train), n_valid=len(valid), signs=signs))
+    marker = {'synthetic': True, 'made_by': 'chexpert-sample', 'seed': seed, 'patients': patients,
+              'note': 'drawn shapes, not X-rays'}
+    (out_dir/SAMPLE_MARKER).write_text(json.dumps(marker, indent=1))
     return out_dir
 
 @call_parse

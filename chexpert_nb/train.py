@@ -4,62 +4,84 @@
 
 # %% ../nbs/05_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, json, os, time, warnings
-from dataclasses import dataclass, field, asdict
+import argparse, json, os, pickle, re, socket, sys, time, warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, asdict, fields, MISSING
 from pathlib import Path
-from types import MethodType
+from typing import get_args, get_type_hints
 import numpy as np, pandas as pd
 import torch
 from torch import nn
 import torchvision
 from fastcore.basics import store_attr
-from fastai.vision.all import (Datasets, default_device, create_vision_model, model_meta, Learner, Metric, Callback,
-    SaveModelCallback, CancelEpochException, Adam, default_split, set_seed, rank_distrib, num_distrib, distrib_barrier)
+from fastcore.docments import docments
+from fastcore.imports import in_notebook
+from fastai.vision.all import (Datasets, TfmdDL, default_device, create_body, add_head, num_features_model, model_meta,
+    Learner, Metric, Callback, SaveModelCallback, TrackerCallback, ProgressCallback, Adam, default_split, set_seed, rank_distrib,
+    num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
 from sklearn.metrics import roc_auc_score
-from .data import OBSERVATIONS, COMPETITION_TASKS, read_chexpert_csv, default_data
+from .data import OBSERVATIONS, COMPETITION_TASKS, SAMPLE_MARKER, read_chexpert_csv, default_data
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
 from .fastdata import radiograph_block, retain_freed_memory
 from .bundle import BundleConfig, normalize_stats, save_bundle
 
 # %% auto #0
-__all__ = ['TrainConfig', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch', 'auroc_table', 'nanmean', 'AUROC',
-           'auroc_metrics', 'BestModel', 'History', 'Checkpoint', 'read_checkpoint', 'PretrainedWeightsError',
-           'paper_adam', 'chexpert_learner', 'load_frames', 'bundle_config', 'train', 'parse_policy', 'train_parser',
-           'config_from_args', 'train_cli']
+__all__ = ['LOCK_FILE', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch',
+           'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'EpochLog', 'CheckpointError',
+           'Checkpoint', 'read_checkpoint', 'load_checkpoint', 'PretrainedWeightsError', 'imagenet_weights',
+           'paper_adam', 'chexpert_model', 'chexpert_learner', 'is_synthetic', 'load_frames', 'bundle_config',
+           'RunLockedError', 'lock_holder', 'run_lock', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data',
+           'make_dls', 'make_learner', 'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train',
+           'parse_policy', 'parse_tasks', 'train_parser', 'config_from_args', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #785fb168
 @dataclass
 class TrainConfig:
-    "Everything a training run needs: the notebook and `chexpert-train` fill the same fields."
-    data: str|None = None  # CheXpert root holding train.csv (and valid.csv); None: `default_data()`
+    "Everything a training run needs: the notebook and `chexpert-train` (generated from these fields) fill the same."
+    data: str|None = None  # CheXpert root holding train.csv (and valid.csv); None: $CHEXPERT_DATA, data/, else the synthetic sample
     csv: str = 'train.csv'  # the training CSV inside `data`
-    layout: str = 'chexpert'  # 'chexpert' paths, or 'flat' (one image per patient, e.g. the NIH sample)
+    layout: str = field(default='chexpert', metadata={'choices': ['chexpert', 'flat']})  # 'chexpert' paths, or 'flat' (one image per patient, e.g. the NIH sample)
     out: str = 'models/chexpert-densenet121'  # model folder: bundle, history.csv, checkpoints/
     arch: str = 'densenet121'  # any torchvision classification model by name
-    pretrained: bool = True  # ImageNet weights; False = from scratch, an explicit choice
+    pretrained: bool = True  # ImageNet weights; False (--no-pretrained) = from scratch, an explicit choice
     size: int = 320  # images are squished to size x size
-    n_in: int = 1  # input channels: 1 (grayscale) or 3 (gray repeated)
-    epochs: int = 3
-    bs: int = 16
+    n_in: int = field(default=1, metadata={'choices': [1, 3]})  # input channels: 1 (grayscale) or 3 (gray repeated)
+    epochs: int = 3  # epochs per stage (U-SelfTrained trains two stages)
+    bs: int = 16  # batch size (per process when distributed)
     lr: float = 1e-4  # the peak of the one-cycle schedule
-    policy: str|dict|None = None  # uncertainty policy (see `01_labels`); None: U-Ones for Atelectasis and Edema, U-Zeros else
-    blank: str = 'negative'  # a blank label: 'negative' or 'ignore' (masked)
+    policy: str|dict|None = None  # uncertainty policy: a name, 'Obs=policy,Obs=policy' or JSON; None: U-Ones for Atelectasis and Edema, U-Zeros else
+    blank: str = field(default='negative', metadata={'choices': ['negative', 'ignore']})  # a blank label: a negative, or ignored (masked)
     frontal_only: bool = False  # train and validate on frontal views only
-    valid: str = 'split'  # 'split': a patient split of the training CSV; 'official': valid.csv
+    valid: str = field(default='split', metadata={'choices': ['split', 'official']})  # 'split': a patient split of the training CSV; 'official': valid.csv
     valid_pct: float = 0.1  # fraction of patients held out when valid='split'
-    tasks: list = field(default_factory=lambda: list(COMPETITION_TASKS))  # AUROC reported per task and averaged
+    tasks: list = field(default_factory=lambda: list(COMPETITION_TASKS))  # observations whose AUROC is reported and averaged (comma-separated)
     limit: int|None = None  # at most this many training images (a quick run); None: all
-    augment: bool = True
+    augment: bool = True  # train-time augmentation (rotation, zoom, lighting)
     checkpoint_every: int = 1000  # training batches between checkpoints (and one after every epoch)
     num_workers: int|None = None  # DataLoader workers; None: up to 8, one per CPU core
-    seed: int = 0
+    seed: int = 0  # seeds the patient split, the batch order and the weights of the head
 
 # %% ../nbs/05_train.ipynb #61dbbcee
 class _Lookup:
     "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai's `Datasets`."
     def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
     def __call__(self, i): return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
+
+class ResumableDL(TfmdDL):
+    "fastai's `TfmdDL` whose next epoch can leave out the batches already trained (resuming mid-epoch), keeping its order."
+    skip = 0  # batches per process to leave out of the next epoch (`skip_next`)
+    def skip_next(self, n_batches:int): self.skip = n_batches
+    def get_idxs(self):
+        "fastai's `get_idxs` (the documented hook for the order of an epoch), less the first `skip` batches of each process."
+        idxs, k = list(super().get_idxs()), self.skip * self.bs
+        self.skip = 0
+        if not k: return idxs
+        # `DistributedDL` pads the order to a multiple of the processes and gives each a contiguous share: skip in each
+        w = max(num_distrib(), 1)
+        share = -(-len(idxs) // w)
+        idxs += (idxs * w)[:share * w - len(idxs)]
+        return [i for r in range(w) for i in idxs[r * share + k:(r + 1) * share]]
 
 # %% ../nbs/05_train.ipynb #2a35adc3
 def radiograph_augmentations() -> dict:
@@ -93,10 +115,8 @@ def chexpert_dls(train_df:pd.DataFrame, # training rows with a `file` column (`r
     dsets = Datasets(np.arange(len(files)), tfms=[[_Lookup(files), *img.type_tfms], [_Lookup(targets, tensor=True)]],
                      splits=[list(range(len(train_df))), list(range(len(train_df), len(files)))])
     set_seed(seed)
-    dls = dsets.dataloaders(bs=bs, num_workers=num_workers, device=device, after_batch=img.batch_tfms,
-                            persistent_workers=num_workers > 0, pin_memory=device.type == 'cuda')
-    dls.targets = targets  # (n_train + n_valid, 14): what the batches carry, training rows first
-    return dls
+    return dsets.dataloaders(bs=bs, num_workers=num_workers, device=device, after_batch=img.batch_tfms, dl_type=ResumableDL,
+                             persistent_workers=num_workers > 0, pin_memory=device.type == 'cuda')
 
 # %% ../nbs/05_train.ipynb #8098b28a
 def _densenet_body(m:nn.Module) -> nn.Module: return nn.Sequential(m.features, nn.ReLU(inplace=True))
@@ -168,47 +188,60 @@ def auroc_metrics(policy:str|dict|None=None, tasks:list=COMPETITION_TASKS) -> li
     return [AUROC(store)] + [AUROC(store, t) for t in tasks]
 
 # %% ../nbs/05_train.ipynb #653eb6cb
-class BestModel(SaveModelCallback):
-    "Save `checkpoints/best.pth` whenever `monitor` improves; load the best at the end (when there is one)."
+class _TrainedEpochs:
+    "A callback mixin whose per-epoch work (`epoch_done`) runs only after epochs that trained: not those that `fit(start_epoch=)` skips on a resume, nor `get_preds`."
+    trained = False
+    def before_train(self): self.trained = True
+    def after_epoch(self):
+        if self.trained: self.epoch_done()
+        self.trained = False
+
+class BestModel(_TrainedEpochs, SaveModelCallback):
+    "Save `checkpoints/best.pth` (quietly) whenever `monitor` improves; load the best at the end (when there is one)."
     def __init__(self, monitor='nanmean_auroc', best:float|None=None):
         super().__init__(monitor=monitor, comp=np.greater, fname='best', reset_on_fit=False)
         self.best = -float('inf') if best is None or np.isnan(best) else best
+    def epoch_done(self):
+        TrackerCallback.after_epoch(self)  # sets `new_best`; the epoch's line or table row already shows the score
+        if self.new_best: self.learn.save(self.fname, with_opt=False)
     def after_fit(self, **kwargs):
         distrib_barrier()
-        if (self.path/self.model_dir/'best.pth').exists(): self.learn.load('best', with_opt=False, weights_only=False)
+        if (self.path/self.model_dir/'best.pth').exists(): self.learn.load('best', with_opt=False, weights_only=True)
         else: warnings.warn(f"no epoch had a valid {self.monitor} (each task single-class?): keeping the last weights.")
 
-class History(Callback):
-    "Append fastai's per-epoch table to `path/fname`; a header only when the file is new."
-    order = 60
+class History(_TrainedEpochs, Callback):
+    "Append fastai's log of each trained epoch (`recorder.log`) to `path/fname`; a header only when the file is new."
+    order = 60  # after the Recorder (50) has completed the epoch's log
     def __init__(self, fname='history.csv'): self.fname = fname
-    def before_fit(self):
-        self.active = not rank_distrib() and not hasattr(self, 'gather_preds')  # get_preds runs fit events too
-        if self.active: self.old_logger, self.learn.logger = self.learn.logger, self._log
-    def _log(self, log):
+    def epoch_done(self):
+        if rank_distrib(): return
         f = self.path/self.fname
         new = not f.exists()
         with open(f, 'a') as out:
             if new: out.write(','.join(self.recorder.metric_names) + '\n')
-            out.write(','.join(str(v) for v in log) + '\n')
-        self.old_logger(log)
-    def after_fit(self):
-        if self.active: self.learn.logger = self.old_logger
+            out.write(','.join(str(v) for v in self.recorder.log) + '\n')
+
+class EpochLog(_TrainedEpochs, Callback):
+    "One line per trained epoch on stdout, in place of progress bars (a log file, `quiet`)."
+    order = 60
+    def __init__(self, names=('epoch', 'train_loss', 'valid_loss', 'nanmean_auroc', 'time')): self.names = names
+    def epoch_done(self):
+        if rank_distrib(): return
+        log = zip(self.recorder.metric_names, self.recorder.log)
+        print(' '.join(f"{n} {v:.4f}" if isinstance(v, (float, np.floating)) else f"{n} {v}" for n, v in log if n in self.names),
+              flush=True)
 
 # %% ../nbs/05_train.ipynb #8c4d0765
 def _base_dl(dl): return dl.dl if isinstance(dl, DistributedDL) else dl
 def _rng_state(dl) -> list: v, internal, g = _base_dl(dl).rng.getstate(); return [v, list(internal), g]
 def _set_rng_state(dl, s): _base_dl(dl).rng.setstate((s[0], tuple(s[1]), s[2]))
 
-def _skip_first(dl, n_items:int):
-    "Make the next iteration of `dl` leave out its first `n_items` indices (once)."
-    original = dl.get_idxs
-    def get_idxs():
-        del dl.get_idxs  # back to the class's method for later epochs
-        return list(original())[n_items:]
-    dl.get_idxs = get_idxs
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be used as it is: the message names the file and what to do."
 
-class Checkpoint(Callback):
+_CHECKPOINT_NAME = re.compile(r'ckpt-s\d+-e\d+-b\d+')  # the names `Checkpoint` writes: plain, inside checkpoints/
+
+class Checkpoint(_TrainedEpochs, Callback):
     "Save model, optimizer and position every `every` training batches and after each epoch; resume from `start`."
     order = 70  # after BestModel and History have seen the epoch
     def __init__(self, every:int=1000, start:dict|None=None, stage:int=1):
@@ -217,14 +250,15 @@ class Checkpoint(Callback):
     def folder(self) -> Path: return self.path/self.model_dir
 
     def before_train(self):
+        super().before_train()
         self.done = 0
-        if self.start and self.epoch == self.start['epoch']:
-            _set_rng_state(self.learn.dl, self.start['dl_rng'])
+        if self.start and self.epoch == self.start['epoch'] and self.start.get('dl_rng'):
+            dl = _base_dl(self.learn.dl)
+            _set_rng_state(dl, self.start['dl_rng'])  # this epoch's order, as it was
             self.done = self.start['batch']
-            if self.done:
-                _skip_first(self.learn.dl, self.done * self.learn.dl.bs)
-                self.learn.pct_train += self.done / (len(self.learn.dl) * self.n_epoch)
-                self.learn.train_iter += self.done
+            dl.skip_next(self.done)  # the batches trained before the interruption are not loaded again
+            self.learn.pct_train += self.done / (len(self.learn.dl) * self.n_epoch)  # the schedule, where it was
+            self.learn.train_iter += self.done
         self.rng, self.n_batches = _rng_state(self.learn.dl), len(self.learn.dl)
 
     def after_batch(self):
@@ -232,52 +266,80 @@ class Checkpoint(Callback):
         self.done += 1; self.batches_run += 1
         if self.done % self.every == 0 and self.done < self.n_batches: self.save(self.epoch, self.done)
 
-    def after_epoch(self): self.save(self.epoch + 1, 0)
+    def epoch_done(self): self.save(self.epoch + 1, 0)
 
     def save(self, epoch, batch):
         name = f'ckpt-s{self.stage}-e{epoch}-b{batch}'
         self.learn.save(name, with_opt=True)
         if rank_distrib(): return
-        best = getattr(self.learn, 'best_model', None)
+        best = next((cb.best for cb in self.learn.cbs if isinstance(cb, BestModel)), None)
         state = {'stage': self.stage, 'epoch': epoch, 'batch': batch, 'n_epoch': self.n_epoch, 'file': name,
-                 'dl_rng': self.rng if batch else None, 'best': None if best is None else float(best.best),
+                 'dl_rng': self.rng if batch else None, 'best': None if best is None else float(best),
                  'batches_run': self.batches_run,
                  'batches_per_epoch': self.n_batches, 'saved_at': time.strftime('%Y-%m-%d %H:%M:%S')}
         last = self.folder/'last.json'
         previous = json.loads(last.read_text())['file'] if last.exists() else None
         tmp = self.folder/'last.json.tmp'; tmp.write_text(json.dumps(state)); os.replace(tmp, last)
-        if previous and previous != name: (self.folder/f'{previous}.pth').unlink(missing_ok=True)
+        if previous and previous != name and _CHECKPOINT_NAME.fullmatch(previous):
+            (self.folder/f'{previous}.pth').unlink(missing_ok=True)
 
 def read_checkpoint(out:str|Path) -> dict|None:
-    "The state of the latest checkpoint in model folder `out` (`checkpoints/last.json`), or None."
+    "The state of the latest checkpoint in model folder `out` (`checkpoints/last.json`), or None; its `file` must be a plain checkpoint name."
     f = Path(out)/'checkpoints'/'last.json'
-    return json.loads(f.read_text()) if f.exists() else None
+    if not f.exists(): return None
+    try: state = json.loads(f.read_text())
+    except ValueError as e: raise CheckpointError(f"{f} is not valid JSON ({e}): the run cannot be resumed; start it afresh "
+                                                  "in another --out.") from e
+    name = state.get('file') if isinstance(state, dict) else None
+    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+        raise CheckpointError(f"{f} names the checkpoint {name!r}, which is not a checkpoint of this folder (a plain name "
+            "like 'ckpt-s1-e0-b5', no path): the file was edited or damaged; refusing to load it. Start the run afresh in another --out.")
+    return state
+
+def load_checkpoint(learn:Learner, name:str):
+    "Load checkpoint `name` (model and optimizer) into `learn` as data (tensors and numbers): a file that would run code is refused."
+    f = learn.path/learn.model_dir/f'{name}.pth'
+    try: learn.load(name, with_opt=True, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{f} is not a plain checkpoint (tensors and numbers) and was refused, not loaded: it holds "
+                              f"other Python objects ({str(e).splitlines()[0]}). Do not resume from a checkpoint you did "
+                              "not write; start the run afresh in another --out.") from e
 
 # %% ../nbs/05_train.ipynb #5cd3503b
 class PretrainedWeightsError(RuntimeError):
     "The ImageNet weights asked for could not be loaded."
 
+def imagenet_weights(arch:str) -> dict:
+    "The ImageNet `state_dict` of torchvision's `arch` (torchvision downloads it once into its cache): training's one download."
+    return torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False)
+
 def paper_adam(params, lr=1e-4, **kwargs):
     "fastai's Adam with the paper's settings: beta2 0.999, eps 1e-8, no weight decay."
     return Adam(params, lr=lr, **{'sqr_mom': 0.999, 'eps': 1e-8, 'wd': 0., **kwargs})
+
+def chexpert_model(config:BundleConfig) -> nn.Module:
+    "`create_vision_model`'s model (fastai's head on the arch's body) with our cut, from `imagenet_weights` when `config.pretrained`."
+    arch = get_arch(config.arch)
+    model = arch(weights=None)
+    if config.pretrained:
+        try: model.load_state_dict(imagenet_weights(config.arch))
+        except Exception as e: raise PretrainedWeightsError(
+            f"could not load the ImageNet weights of {config.arch} ({type(e).__name__}: {e}). Training without "
+            "them is a different experiment (from scratch, much lower AUROC on real X-rays): choose it explicitly with "
+            "--no-pretrained (pretrained=False), or run once where torchvision can download the weights into "
+            f"{torch.hub.get_dir()}/checkpoints.") from e
+    cut = body_cut(config.arch) or model_meta.get(arch, {}).get('cut')
+    body = create_body(model, config.n_in, config.pretrained, cut)  # n_in=1: the RGB filters summed when pretrained
+    return add_head(body, num_features_model(nn.Sequential(*body.children())), config.n_outputs)
 
 def chexpert_learner(dls, # from `chexpert_dls`
                      config:BundleConfig, # the bundle config: arch, n_in, pretrained, policy, n_outputs, tasks
                      path:str|Path='.', # the model folder; checkpoints go to `path/checkpoints`
                      cbs:list|None=None) -> Learner:
     "A fastai Learner for CheXpert: `vision_learner`'s model with torchvision's DenseNet body, masked loss, AUROCs."
-    arch = get_arch(config.arch)
-    try: model = create_vision_model(arch, config.n_outputs, pretrained=config.pretrained, n_in=config.n_in,
-                                     cut=body_cut(config.arch))
-    except Exception as e:
-        if not config.pretrained: raise
-        raise PretrainedWeightsError(
-            f"could not load the ImageNet weights of {config.arch} ({type(e).__name__}: {e}). Training without "
-            "them is a different experiment (from scratch, much lower AUROC on real X-rays): choose it explicitly with "
-            "--no-pretrained (pretrained=False), or run once where torchvision can download the weights into "
-            f"{torch.hub.get_dir()}/checkpoints.") from e
+    model = chexpert_model(config)
     learn = Learner(dls, model, loss_func=ChexpertLoss(config.policy), opt_func=paper_adam,
-                    splitter=model_meta.get(arch, {}).get('split', default_split),
+                    splitter=model_meta.get(get_arch(config.arch), {}).get('split', default_split),
                     metrics=auroc_metrics(config.policy, config.tasks), path=path, model_dir='checkpoints', cbs=cbs)
     learn.unfreeze()
     if torch.cuda.is_available() and learn.dls.device.type == 'cuda':
@@ -285,6 +347,15 @@ def chexpert_learner(dls, # from `chexpert_dls`
     return learn
 
 # %% ../nbs/05_train.ipynb #ed7fad1b
+def is_synthetic(root:str|Path) -> bool:
+    "Whether the data in `root` is a synthetic sample: its marker file (`make_sample` writes one) says so; a user's CheXpert folder has none."
+    f = Path(root)/SAMPLE_MARKER
+    if not f.exists(): return False
+    try: return json.loads(f.read_text()).get('synthetic') is True
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{f} is not the JSON object `make_sample` writes ({e}): remove it from a real dataset's folder, "
+                         "or write the sample again with chexpert-sample.") from e
+
 def load_frames(cfg:TrainConfig, root:Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Training and validation frames of a run, with `file` columns."
     df = read_chexpert_csv(root/cfg.csv, root=root, layout=cfg.layout)
@@ -306,35 +377,71 @@ def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_val
               'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank},
         training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')})
 
+# %% ../nbs/05_train.ipynb #859dbb05
+class RunLockedError(RuntimeError):
+    "Another training run, still alive, is using the model folder."
+
+LOCK_FILE = 'run.lock'  # in checkpoints/: the PID and host of the run using the folder
+
+def _alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # someone else's live process
+    return True
+
+def lock_holder(out:str|Path) -> dict|None:
+    "The lock of the live run using model folder `out` (pid, host), or None: no lock, or a stale one (its process is gone)."
+    f = Path(out)/'checkpoints'/LOCK_FILE
+    try: holder = json.loads(f.read_text())
+    except FileNotFoundError: return None
+    except ValueError: return None  # a lock cut short by a crash while it was written: nobody holds it
+    if holder.get('host') != socket.gethostname(): return holder  # another machine's process: it cannot be checked
+    return holder if _alive(int(holder.get('pid', -1))) else None
+
+def _refuse(holder:dict, out):
+    raise RunLockedError(f"another training run (PID {holder.get('pid')} on {holder.get('host')}) is using {out}: wait for "
+                         f"it to end, or stop it; if it is gone, delete {Path(out)/'checkpoints'/LOCK_FILE}.")
+
+@contextmanager
+def run_lock(out:str|Path):
+    "Hold `out/checkpoints/run.lock` (this PID and host) while the block runs; refuse if a live run holds it, take over a stale one."
+    f = Path(out)/'checkpoints'/LOCK_FILE
+    f.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try: fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644); break
+        except FileExistsError:
+            holder = lock_holder(out)
+            if holder: _refuse(holder, out)
+            print(f"taking over the stale lock {f} (its process is gone)", flush=True)
+            f.unlink(missing_ok=True)
+    with os.fdopen(fd, 'w') as o: json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
+                                             'started': time.strftime('%Y-%m-%d %H:%M:%S')}, o)
+    try: yield f
+    finally: f.unlink(missing_ok=True)
+
 # %% ../nbs/05_train.ipynb #7b5eb411
-def _broadcast(self, t, rank):
-    "fastai's `DistributedDL._broadcast` on the process group's device: CUDA for nccl, the CPU for gloo."
-    dev = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
-    t = torch.tensor(t, dtype=torch.long, device=dev)
-    torch.distributed.broadcast(t, rank)
-    return t.cpu().tolist()
-DistributedDL._broadcast = _broadcast  # fastai's moves to CUDA unconditionally, which fails on the CPU (gloo)
+class GlooDL(DistributedDL):
+    "fastai's `DistributedDL` for processes on CPUs (gloo): it broadcasts the epoch's order on the CPU, where fastai's moves it to CUDA."
+    def _broadcast(self, t, rank):
+        t = torch.tensor(t, dtype=torch.long)
+        torch.distributed.broadcast(t, rank)
+        return t.tolist()
 
-def _fit_from(learn, start_epoch:int):
-    "A `_do_fit` for `learn` that starts at `start_epoch` (the schedule still spans all epochs)."
-    def _do_fit(self):
-        for epoch in range(start_epoch, self.n_epoch):
-            self.epoch = epoch
-            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
-    return MethodType(_do_fit, learn)
-
-def _fit(learn, cfg, start:dict|None, stage:int, lr:float):
-    "One `fit_one_cycle` with the checkpoint callback, from `start` when resuming; returns the callback."
-    ckpt = Checkpoint(cfg.checkpoint_every, start, stage)
-    if start: learn._do_fit = _fit_from(learn, start['epoch'])
+@contextmanager
+def distributed(learn:Learner):
+    "fastai's `distrib_ctx` when run by `accelerate launch` with several processes: nccl and SyncBatchNorm on GPUs, gloo on CPUs."
+    if num_distrib() <= 1: yield; return
+    cuda, loaders = torch.cuda.is_available(), learn.dls.loaders
+    if not cuda: learn.dls.loaders = [GlooDL(dl) for dl in loaders]  # fastai keeps the DataLoaders already distributed
     try:
-        if num_distrib() > 1:
-            cuda = torch.cuda.is_available()  # on CPUs: gloo, and no SyncBatchNorm (it needs a GPU)
-            with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda):
-                learn.fit_one_cycle(cfg.epochs, lr, cbs=[ckpt], reset_opt=not start)
-        else: learn.fit_one_cycle(cfg.epochs, lr, cbs=[ckpt], reset_opt=not start)
-    finally:
-        learn.__dict__.pop('_do_fit', None)
+        with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda): yield  # SyncBatchNorm needs a GPU
+    finally: learn.dls.loaders = loaders
+
+def fit_stage(learn:Learner, cfg:TrainConfig, stage:int, start:dict|None=None) -> Checkpoint:
+    "One `fit_one_cycle` of `cfg.epochs` with checkpoints; resuming, fastai skips to `start`'s epoch and `Checkpoint` to its batch."
+    ckpt = Checkpoint(cfg.checkpoint_every, start, stage)
+    with distributed(learn), learn.no_logging():  # progress bars or `EpochLog` report; no raw log lists
+        learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=[ckpt], reset_opt=not start, start_epoch=start['epoch'] if start else 0)
     return ckpt
 
 def _best_metrics(out:Path, tasks:list) -> dict:
@@ -346,65 +453,113 @@ def _best_metrics(out:Path, tasks:list) -> dict:
     return {k: (None if pd.isna(row[k]) else float(row[k])) for k in keys if k in row}
 
 # %% ../nbs/05_train.ipynb #5d50d549
-def train(cfg:TrainConfig, # what to train; with `resume`, the saved configuration of the run is used instead
-          resume:bool=False, # continue the run in `cfg.out` from its last checkpoint
-          quiet:bool=False, # no progress bars (logs still go to history.csv)
-         ) -> Learner:
-    "Train a CheXpert model as `cfg` says, checkpointing as it goes, and write its bundle to `cfg.out`."
+def start_run(cfg:TrainConfig, resume:bool) -> tuple[TrainConfig, dict|None]:
+    "The run to do, writing nothing: `cfg` afresh in a free folder, or the saved configuration and state of the run to resume."
     out = Path(cfg.out)
-    state = read_checkpoint(out) if resume else None
-    if resume and state is None:
-        raise FileNotFoundError(f"--resume: {out}/checkpoints/last.json does not exist, so there is nothing to resume "
-                                "in that folder; check --out, or start the run without --resume.")
-    if state:
-        cfg = TrainConfig(**json.loads((out/'checkpoints'/'train_config.json').read_text()))
-        if not rank_distrib(): print(f"resuming {out} at stage {state['stage']}, epoch {state['epoch']}, batch "
-                                     f"{state['batch']} (checkpoint saved {state['saved_at']})")
-    elif not rank_distrib():
-        if (out/'checkpoints').exists() or (out/'history.csv').exists():
+    if not rank_distrib() and (holder := lock_holder(out)): _refuse(holder, out)
+    if not resume:
+        if not rank_distrib() and ((out/'checkpoints'/'train_config.json').exists() or (out/'history.csv').exists()):
             raise FileExistsError(f"{out} already holds a run (checkpoints/ or history.csv): pass --resume to continue "
                                   "it, or choose another --out (or delete the folder) to start afresh.")
-        (out/'checkpoints').mkdir(parents=True, exist_ok=True)
-        (out/'checkpoints'/'train_config.json').write_text(json.dumps(asdict(cfg), indent=1))
+        return cfg, None
+    state = read_checkpoint(out)
+    if state is None:
+        raise FileNotFoundError(f"--resume: {out}/checkpoints/last.json does not exist, so there is nothing to resume "
+                                "in that folder; check --out, or start the run without --resume.")
+    if not rank_distrib(): print(f"resuming {out} at stage {state['stage']}, epoch {state['epoch']}, batch "
+                                 f"{state['batch']} (checkpoint saved {state['saved_at']})", flush=True)
+    saved = json.loads((out/'checkpoints'/'train_config.json').read_text())
+    return TrainConfig(**{**saved, 'out': str(out)}), state  # the folder where it is now, if it was moved
+
+def run_data(cfg:TrainConfig) -> tuple[Path, bool, pd.DataFrame, pd.DataFrame]:
+    "The data root of a run, whether it is a synthetic sample (its marker file, or `default_data`'s own), and its frames."
+    root, made_here = (Path(cfg.data), False) if cfg.data else default_data()  # `default_data` knows the sample it made
+    return (root, made_here or is_synthetic(root), *load_frames(cfg, root))
+
+def make_dls(cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame, relabel:np.ndarray|None=None):
+    "`chexpert_dls` as `cfg` says (with `relabel`: the U-SelfTrained second stage's targets)."
+    return chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, cfg.augment,
+                        cfg.num_workers, cfg.seed, relabel=relabel)
+
+def make_learner(cfg:TrainConfig, config:BundleConfig, dls, best:float|None=None, progress:bool=True) -> Learner:
+    "The run's learner: the best model so far (`best`, when resuming), the history, and progress bars or one line per epoch."
+    cbs = [BestModel(best=best), History()] + ([] if progress else [EpochLog()])
+    learn = chexpert_learner(dls, config, cfg.out, cbs=cbs)
+    if not progress: learn.remove_cb(ProgressCallback)
+    return learn
+
+def _show_progress(quiet:bool) -> bool: return not quiet and (sys.stdout.isatty() or in_notebook())
+
+def claim_folder(cfg:TrainConfig, state:dict|None):
+    "Write the run's files once its data and learner are ready: `checkpoints/train_config.json` for a new run."
+    if rank_distrib() or state: return
+    f = Path(cfg.out)/'checkpoints'/'train_config.json'
+    if f.exists(): raise FileExistsError(f"{f.parent.parent} already holds a run (another started it meanwhile): choose another --out.")
+    f.write_text(json.dumps(asdict(cfg), indent=1))
+
+def _remove_failed_start(out:Path):
+    "Remove what a new run wrote before its first checkpoint, so that the corrected command is not told the folder holds a run."
+    for f in (out/'checkpoints'/'train_config.json', out/'checkpoints'/'best.pth', out/'history.csv'): f.unlink(missing_ok=True)
+    for d in (out/'checkpoints', out):
+        if d.is_dir() and not any(d.iterdir()): d.rmdir()
+
+# %% ../nbs/05_train.ipynb #052c70d1
+def _resume_point(state:dict|None, epochs:int) -> tuple[int, dict|None]:
+    "The stage to start at and the checkpoint to start from (None: the stage's beginning)."
+    if state is None: return 1, None
+    if state['epoch'] >= epochs and state['batch'] == 0: return state['stage'] + 1, None  # that stage had finished
+    return state['stage'], state
+
+def relabel_uncertain(learn:Learner, cfg:TrainConfig, n_train:int, fresh:bool) -> np.ndarray:
+    "U-SelfTrained: the first stage's probabilities for every training image, saved so that a resumed run reuses them."
+    f = Path(cfg.out)/'checkpoints'/'relabel.npy'
+    if not fresh and f.exists(): return np.load(f)
+    with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (BestModel, History))]):  # get_preds runs fit events
+        probs = learn.get_preds(dl=learn.dls.test_dl(np.arange(n_train)))[0].numpy()
+    if not rank_distrib(): np.save(f, probs)
+    return probs
+
+def fit_stages(learn:Learner, cfg:TrainConfig, config:BundleConfig, train_df, valid_df, state:dict|None):
+    "Stage 1, then, when some observation is U-SelfTrained, stage 2 on relabelled targets; from `state` when resuming."
+    stage, start = _resume_point(state, cfg.epochs)
+    if stage == 1: fit_stage(learn, cfg, 1, start); start = None
+    self_trained = [o for o, p in config.policy.items() if p == 'U-SelfTrained']
+    if self_trained and stage <= 2:
+        probs = relabel_uncertain(learn, cfg, len(train_df), fresh=stage == 1)
+        learn.dls = make_dls(cfg, train_df, valid_df, relabel=probs)
+        if not rank_distrib(): print(f"U-SelfTrained: relabelled the uncertain labels of {self_trained}; training again", flush=True)
+        fit_stage(learn, cfg, 2, start)
+
+def write_bundle(learn:Learner, config:BundleConfig, cfg:TrainConfig):
+    "The bundle of the best epoch (`checkpoints/best.pth` when there is one): weights, config, and that epoch's metrics."
+    if (Path(cfg.out)/'checkpoints'/'best.pth').exists():  # in every process: fastai's `load` waits for all of them
+        learn.load('best', with_opt=False, weights_only=True)
+    if rank_distrib(): return
+    config.metrics = _best_metrics(Path(cfg.out), cfg.tasks)
+    save_bundle(learn.model, config, cfg.out)
+
+def train(cfg:TrainConfig, # what to train; with `resume`, the saved configuration of the run is used instead
+          resume:bool=False, # continue the run in `cfg.out` from its last checkpoint
+          quiet:bool=False, # no progress bars: one line per epoch (also when stdout is not a terminal)
+         ) -> Learner:
+    "Train a CheXpert model as `cfg` says, checkpointing as it goes, and write its bundle to `cfg.out`."
+    cfg, state = start_run(cfg, resume)
     if num_distrib() > 1 and not rank_distrib(): print(f"distributed: {num_distrib()} processes", flush=True)
     set_seed(cfg.seed)
-    root, synthetic = (Path(cfg.data), 'SYNTHETIC' in Path(cfg.data).name) if cfg.data else default_data()
-    train_df, valid_df = load_frames(cfg, root)
+    root, synthetic, train_df, valid_df = run_data(cfg)
     config = bundle_config(cfg, root, synthetic, len(train_df), len(valid_df))
-    dls = chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, cfg.augment,
-                       cfg.num_workers, cfg.seed)
-    best = BestModel(best=state['best'] if state else None)
-    history = History()
-    learn = chexpert_learner(dls, config, out, cbs=[best, history])
-    learn.best_model = best
-    if quiet:  # no progress bars: one short line per epoch
-        if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
-        learn.logger = lambda log: print(' '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
-            for n, v in zip(learn.recorder.metric_names, log) if n in ('epoch', 'train_loss', 'valid_loss', 'nanmean_auroc', 'time')), flush=True)
-    if state:
-        learn.load(state['file'], with_opt=True, weights_only=False)
-        if state['epoch'] >= cfg.epochs and state['batch'] == 0:  # the stage had finished
-            state = {**state, 'stage': state['stage'] + 1, 'epoch': 0}
-    self_trained = [o for o, p in config.policy.items() if p == 'U-SelfTrained']
-    stage = state['stage'] if state else 1
-    start = state if state and state['epoch'] < cfg.epochs else None
-    if stage == 1:
-        _fit(learn, cfg, start, 1, cfg.lr); start = None
-    if self_trained and stage <= 2:
-        relabel_file = out/'checkpoints'/'relabel.npy'
-        if stage == 1 or not relabel_file.exists():
-            with learn.removed_cbs([best, history]):  # get_preds runs fit events: keep it out of history and best
-                probs = learn.get_preds(dl=learn.dls.test_dl(np.arange(len(train_df))))[0].numpy()
-            if not rank_distrib(): np.save(relabel_file, probs)
-        else: probs = np.load(relabel_file)
-        learn.dls = chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, cfg.augment,
-                                 cfg.num_workers, cfg.seed, relabel=probs)
-        if not rank_distrib(): print(f"U-SelfTrained: relabelled the uncertain labels of {self_trained}; training again")
-        _fit(learn, cfg, start, 2, cfg.lr)
-    if not rank_distrib():
-        config.metrics = _best_metrics(out, cfg.tasks)
-        save_bundle(learn.model, config, out)
-    distrib_barrier()
+    learn = make_learner(cfg, config, make_dls(cfg, train_df, valid_df), state['best'] if state else None, _show_progress(quiet))
+    out, claimed = Path(cfg.out), False
+    try:
+        with nullcontext() if rank_distrib() else run_lock(out):
+            claim_folder(cfg, state); claimed = state is None and not rank_distrib()
+            if state: load_checkpoint(learn, state['file'])
+            fit_stages(learn, cfg, config, train_df, valid_df, state)
+            write_bundle(learn, config, cfg)
+            distrib_barrier()
+    except BaseException:
+        if claimed and not (out/'checkpoints'/'last.json').exists(): _remove_failed_start(out)  # nothing to resume
+        raise
     return learn
 
 # %% ../nbs/05_train.ipynb #f6db56c2
@@ -416,56 +571,57 @@ def parse_policy(text:str|None) -> str|dict|None:
     if '=' not in text: return text
     return dict(pair.split('=', 1) for pair in text.split(','))
 
+def parse_tasks(text:str) -> list:
+    "A `--tasks` value: comma-separated observations."
+    tasks = [t.strip() for t in text.split(',') if t.strip()]
+    bad = [t for t in tasks if t not in OBSERVATIONS]
+    if bad or not tasks: raise argparse.ArgumentTypeError(f"unknown task(s) {bad or [text]}; the observations are {OBSERVATIONS}")
+    return tasks
+
+_PARSE = {'policy': parse_policy, 'tasks': parse_tasks}  # fields whose type is not their parser
+
+def _argument(f) -> tuple[str, dict]:
+    "The `chexpert-train` option of `TrainConfig` field `f`: its flag, and `add_argument`'s keywords (help: the field's comment)."
+    default = f.default_factory() if f.default is MISSING else f.default
+    kw = dict(default=default, help=docments(TrainConfig)[f.name] or f.name)
+    hint = get_type_hints(TrainConfig)[f.name]
+    base = next((t for t in get_args(hint) if t is not type(None)), hint)  # int|None -> int
+    if base is bool: kw['action'] = argparse.BooleanOptionalAction
+    else:
+        kw['type'] = _PARSE.get(f.name, base)
+        if f.name == 'tasks': kw['default'] = ','.join(default)  # a string default goes through `type` too
+        if 'choices' in f.metadata: kw['choices'] = f.metadata['choices']
+    return '--' + f.name.replace('_', '-'), kw
+
 def train_parser() -> argparse.ArgumentParser:
-    "The arguments of `chexpert-train`."
-    d = TrainConfig()
-    p = argparse.ArgumentParser(prog='chexpert-train', description="Train a CheXpert classifier (fastai, DenseNet-121 by "
-        "default) and write its bundle to --out. Defaults follow the CheXpert paper. Research use only.")
-    p.add_argument('--data', help="CheXpert root holding train.csv and valid.csv (default: $CHEXPERT_DATA, data/, "
-                   "else the synthetic sample in data/CheXpert-SYNTHETIC-sample)")
-    p.add_argument('--csv', default=d.csv, help="training CSV inside --data (default: %(default)s)")
-    p.add_argument('--layout', default=d.layout, choices=['chexpert', 'flat'])
-    p.add_argument('--out', default=d.out, help="model folder (default: %(default)s)")
-    p.add_argument('--arch', default=d.arch, help="torchvision model name (default: %(default)s)")
-    p.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=d.pretrained,
-                   help="start from ImageNet weights (default); --no-pretrained trains from scratch")
-    p.add_argument('--size', type=int, default=d.size)
-    p.add_argument('--n-in', type=int, default=d.n_in, choices=[1, 3])
-    p.add_argument('--epochs', type=int, default=d.epochs)
-    p.add_argument('--bs', type=int, default=d.bs)
-    p.add_argument('--lr', type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
-    p.add_argument('--policy', help="uncertainty policy: a name (U-Ones, ...), 'Edema=U-Ones,Atelectasis=U-Ignore' "
-                   "or JSON (default: U-Ones for Atelectasis and Edema, U-Zeros for the rest)")
-    p.add_argument('--blank', default=d.blank, choices=['negative', 'ignore'])
-    p.add_argument('--frontal-only', action=argparse.BooleanOptionalAction, default=d.frontal_only)
-    p.add_argument('--all-views', dest='frontal_only', action='store_false', help="same as --no-frontal-only")
-    p.add_argument('--valid', default=d.valid, choices=['split', 'official'])
-    p.add_argument('--valid-pct', type=float, default=d.valid_pct)
-    p.add_argument('--tasks', help="comma-separated observations to report AUROC for (default: the 5 competition tasks)")
-    p.add_argument('--limit', type=int, help="train on at most this many images")
-    p.add_argument('--no-augment', dest='augment', action='store_false')
-    p.add_argument('--checkpoint-every', type=int, default=d.checkpoint_every)
-    p.add_argument('--num-workers', type=int)
-    p.add_argument('--seed', type=int, default=d.seed)
+    "The arguments of `chexpert-train`: one option per `TrainConfig` field (its default and comment), then --resume and --quiet."
+    p = argparse.ArgumentParser(prog='chexpert-train', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a CheXpert classifier (fastai, DenseNet-121 by default) and write its bundle to --out. "
+                    "Defaults follow the CheXpert paper. Research use only.")
+    for f in fields(TrainConfig):
+        flag, kw = _argument(f)
+        p.add_argument(flag, **kw)
     p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint")
-    p.add_argument('--quiet', action='store_true', help="no progress bars")
+    p.add_argument('--quiet', action='store_true', help="no progress bars: one line per epoch (as when stdout is a file)")
     return p
 
 def config_from_args(args:argparse.Namespace) -> TrainConfig:
     "A `TrainConfig` from parsed `chexpert-train` arguments."
-    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    kw['policy'] = parse_policy(args.policy)
-    kw['tasks'] = [t.strip() for t in args.tasks.split(',')] if args.tasks else list(COMPETITION_TASKS)
-    bad = [t for t in kw['tasks'] if t not in OBSERVATIONS]
-    if bad: raise SystemExit(f"chexpert-train: unknown task(s) {bad} in --tasks; the observations are {OBSERVATIONS}")
-    return TrainConfig(**kw)
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+def _cli_error(e:Exception) -> str:
+    "The one line `chexpert-train` prints for an error a user can fix."
+    if isinstance(e, PermissionError):
+        return f"permission denied: {e.filename}: check that you may read --data and write --out there."
+    return str(e)
 
 def train_cli(argv:list|None=None):
     "Train a CheXpert classifier from the command line (`chexpert-train --help`)."
     args = train_parser().parse_args(argv)
     cfg = config_from_args(args)
     try: train(cfg, resume=args.resume, quiet=args.quiet)
-    except (PretrainedWeightsError, FileExistsError, FileNotFoundError) as e: raise SystemExit(f"chexpert-train: {e}")
+    except (PretrainedWeightsError, RunLockedError, CheckpointError, OSError, ValueError) as e:
+        raise SystemExit(f"chexpert-train: {_cli_error(e)}") from e
     if not rank_distrib(): print(f"wrote the model bundle to {cfg.out}")
 
 if __name__ == '__main__' and '__file__' in globals(): train_cli()  # `python -m chexpert_nb.train`, as `accelerate launch -m` runs it

@@ -1,7 +1,7 @@
 "Training end to end: chexpert-train, interruption and --resume, two processes under accelerate, the learning test."
-import json, os, signal, subprocess, sys, time
+import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, pytest, torch
 
 from chexpert_nb.data import PATHOLOGIES, make_sample
 from chexpert_nb.labels import to_probs
@@ -28,11 +28,57 @@ def _bundle_auroc(out:Path) -> float:
     idx = [OBSERVATIONS.index(t) for t in cfg.tasks]
     return nanmean(auroc_table(torch.cat(probs).numpy()[:, idx], torch.cat(targs).numpy()[:, idx], cfg.tasks))
 
-def test_pretrained_without_weights_fails_loudly(sample_dir, tmp_path):
-    r = _run(['--data', sample_dir, '--out', tmp_path/'m', '--size', '32', '--epochs', '1', '--quiet'])
-    assert r.returncode != 0
-    assert 'could not load the ImageNet weights' in r.stderr and '--no-pretrained' in r.stderr, r.stderr[-2000:]
-    assert not (tmp_path/'m'/'model.safetensors').exists()
+def test_pretrained_without_weights_fails_loudly(sample_dir, tmp_path, monkeypatch):
+    "The ImageNet download fails (injected, so the test holds with or without internet): a loud error, nothing left behind."
+    import chexpert_nb.train as module
+    def no_internet(arch): raise OSError("download.pytorch.org unreachable (a test)")
+    monkeypatch.setattr(module, 'imagenet_weights', no_internet)
+    with pytest.raises(SystemExit) as e:
+        module.train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--quiet',
+                          '--num-workers', '0'])
+    assert 'could not load the ImageNet weights' in str(e.value) and '--no-pretrained' in str(e.value), str(e.value)
+    assert not (tmp_path/'m').exists()  # the corrected command (--no-pretrained) is not told the folder holds a run
+
+def test_help_lists_every_field_with_its_default():
+    from dataclasses import fields
+    r = subprocess.run([str(BIN/'chexpert-train'), '--help'], capture_output=True, text=True, env={**os.environ, 'COLUMNS': '200'})
+    assert r.returncode == 0, r.stderr
+    text = ' '.join(r.stdout.split())
+    for f in fields(TrainConfig):
+        flag = '--' + f.name.replace('_', '-')
+        assert flag in text, flag
+    for shown in ['--size SIZE images are squished to size x size (default: 320)', '--no-pretrained', '(default: True)',
+                  '--tasks TASKS', '(default: Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion)',
+                  '--layout {chexpert,flat}', '--resume', '--quiet']:
+        assert shown in text, shown
+
+def test_permission_denied_names_the_path(sample_dir, tmp_path, monkeypatch):
+    import chexpert_nb.train as module
+    locked = sample_dir/'train.csv'
+    def denied(path, **kw): raise PermissionError(13, 'Permission denied', str(locked))
+    monkeypatch.setattr(module, 'read_chexpert_csv', denied)  # root reads everything: the refusal is injected
+    with pytest.raises(SystemExit) as e:
+        module.train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), *TINY])
+    assert f'permission denied: {locked}' in str(e.value), str(e.value)
+    assert not (tmp_path/'m').exists()
+
+def test_failed_start_then_a_log_file_with_one_line_per_epoch(sample_dir, tmp_path):
+    "An unreadable CSV fails cleanly; the corrected command into the same --out runs, and its log file has a line per epoch."
+    out, broken = tmp_path/'m', tmp_path/'broken'
+    broken.mkdir(); (broken/'train.csv').write_text('not,a\nCheXpert,csv\n')
+    r = _run(['--data', broken, '--out', out, *TINY])
+    assert r.returncode != 0 and 'train.csv' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert not out.exists()
+    log = tmp_path/'train.log'
+    args = [a for a in TINY if a != '--quiet']  # progress as a user sees it, written to a file
+    with open(log, 'w') as f:
+        r = subprocess.run([str(BIN/'chexpert-train'), '--data', str(sample_dir), '--out', str(out), '--epochs', '2', *args],
+                           stdout=f, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = log.read_text().splitlines()
+    assert [l.split()[:2] for l in lines if l.startswith('epoch')] == [['epoch', '0'], ['epoch', '1']], lines
+    assert len(lines) == 3 and lines[-1] == f'wrote the model bundle to {out}', lines
+    assert json.loads((out/'config.json').read_text())['data']['synthetic'] is True  # the sample's marker file
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     out = tmp_path/'m'
@@ -40,25 +86,35 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     p = subprocess.Popen([str(BIN/'chexpert-train'), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last, t0 = out/'checkpoints'/'last.json', time.time()
     try:
-        while time.time() - t0 < 300:  # wait for a checkpoint in the middle of the first epoch, then kill -9
-            if last.exists() and json.loads(last.read_text())['batch'] > 0: break
+        while time.time() - t0 < 300:  # wait for a checkpoint in the middle of the second epoch, then kill -9
+            if last.exists() and json.loads(last.read_text())['epoch'] == 1 and json.loads(last.read_text())['batch'] > 0: break
             assert p.poll() is None, p.stdout.read().decode()[-2000:]
             time.sleep(0.05)
         p.send_signal(signal.SIGKILL); p.wait()
     finally:
         if p.poll() is None: p.kill()
     state = json.loads(last.read_text())
-    assert state['epoch'] == 0 and state['batch'] in (3, 6, 9) and not (out/'model.safetensors').exists()
+    assert state['epoch'] == 1 and state['batch'] in (3, 6, 9) and not (out/'model.safetensors').exists()
     assert (out/'checkpoints'/f"{state['file']}.pth").exists()
+    lock = out/'checkpoints'/'run.lock'
+    assert json.loads(lock.read_text())['pid'] == p.pid  # killed: its lock is left behind, stale
+    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:  # while a live process holds the folder, a second run is refused
+        lock.write_text(json.dumps({'pid': sleeper.pid, 'host': socket.gethostname()}))
+        r = _run(['--out', out, '--resume', '--quiet'])
+        assert r.returncode != 0 and f'another training run (PID {sleeper.pid}' in r.stderr, r.stderr[-2000:]
+    finally: sleeper.kill(); sleeper.wait()
     r = _run(['--out', out, '--resume', '--quiet'])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming {out} at stage 1, epoch 0, batch {state['batch']}" in r.stdout
+    assert 'taking over the stale lock' in r.stdout and not lock.exists()
+    assert f"resuming {out} at stage 1, epoch 1, batch {state['batch']}" in r.stdout
     end = json.loads(last.read_text())
     n = end['batches_per_epoch']
     assert end['epoch'] == 2 and end['batch'] == 0
-    assert end['batches_run'] == 2 * n - state['batch']  # nothing before the checkpoint was trained again
+    assert end['batches_run'] == n - state['batch']  # nothing before the checkpoint was trained again (epoch 0 skipped)
     history = pd.read_csv(out/'history.csv')
-    assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs
+    assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs: none for the skipped epoch 0
+    assert r.stdout.count('epoch 1 train_loss') == 1 and 'epoch 0 train_loss' not in r.stdout
     assert (out/'model.safetensors').exists() and json.loads((out/'config.json').read_text())['pretrained'] is False
     r = _run(['--out', out, '--data', sample_dir, *TINY])
     assert r.returncode != 0 and '--resume' in r.stderr  # never overwrites a run silently
@@ -103,7 +159,7 @@ def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_p
     j = OBSERVATIONS.index('Edema')
     unc = (train_df['Edema'] == -1).to_numpy()
     assert unc.any()
-    y = learn.dls.targets[:len(train_df)]  # the stage-2 targets
+    y = torch.stack(list(learn.dls.train_ds.tls[1])).numpy()  # the stage-2 targets, read without the images
     assert np.allclose(y[unc, j], relabel[unc, j]) and set(np.unique(y[~unc, j])) <= {0.0, 1.0}
     model, config = load_bundle(out)
     assert config.n_outputs == 16 and config.policy['Cardiomegaly'] == 'U-MultiClass'
