@@ -11,7 +11,8 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_auc_score, roc_curve, precision_recall_curve
 from fastcore.script import call_parse, CliError, store_true
-from .data import OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, read_chexpert_csv, _PATH_RE, _line
+from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, read_chexpert_csv, read_dataset,
+                              _PATH_RE, _line)
 from .labels import DEFAULT_POLICY
 from .bundle import set_thresholds
 from .infer import Predictor, predict_files, aggregate_studies
@@ -29,9 +30,12 @@ PHAM_2020_MEAN_AUROC = {'validation (200 studies)': 0.940, 'hidden test (500 stu
 # %% ../nbs/07_evaluate.ipynb #fba16638
 def study_truth(df:pd.DataFrame, # from `read_chexpert_csv`
                 observations:list=OBSERVATIONS) -> pd.DataFrame:
-    "One row per study: 1 positive, 0 negative (0 or blank), NaN uncertain (not scored)."
+    "One row per study: 1 positive, 0 negative (0 or blank), NaN uncertain or not labelled by the dataset (not scored)."
     labels = df.drop_duplicates('study').set_index('study')[list(observations)]
-    return labels.fillna(0.0).replace(-1.0, np.nan)
+    truth = labels.fillna(0.0).replace(-1.0, np.nan)
+    unlabelled = [o for o in observations if o not in df.attrs.get('labelled', observations)]  # `read_dataset` says
+    truth[unlabelled] = np.nan
+    return truth
 
 # %% ../nbs/07_evaluate.ipynb #95654f08
 def _boot_aurocs(y:np.ndarray, # one observation's truth per study: 1, 0 or NaN (not scored)
@@ -224,10 +228,10 @@ def _progress(items, total:int, # an iterable and its length
             print(f"predicted {i} of {total} images", file=file, flush=True); last, shown = time.monotonic(), i
     if shown != i: print(f"predicted {i} of {total} images", file=file, flush=True)  # the count at the end
 
-def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, csv:Path) -> list:
+def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, source:str) -> list:
     "Record the thresholds of the observations this CSV could score in the bundle (the others keep theirs); returns them."
     scored = table['threshold'].dropna()
-    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, csv.absolute(),  # absolute: says which file wherever it is read
+    if len(scored): set_thresholds(model_dir, scored.to_dict(), method, source,  # an absolute path: says which file wherever it is read
                                    table.loc[scored.index, 'n_studies'].astype(int).to_dict())
     return scored.index.tolist()
 
@@ -241,7 +245,7 @@ def _json_safe(v):
 
 # %% ../nbs/07_evaluate.ipynb #81197ab3
 def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
-             csv:str|Path, # a CheXpert-format CSV with labels, e.g. valid.csv
+             csv:str|Path|None, # a CheXpert-format CSV with labels, e.g. valid.csv (None with `dataset`)
              root:str|Path|None=None, # where the CSV's image paths start; default: the CSV's folder
              layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto' (`detect_layout`)
              aggregate:str='max', # 'max' or 'mean' over a study's images
@@ -251,15 +255,29 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
              missing:str='error', # CSV rows whose image file is missing: 'error' or 'drop'
              save:bool=True, # write evaluation.csv/.json, the per-image predictions and roc.png into `model_dir`
              save_thresholds:bool=True, # also record the thresholds chosen here in the bundle's config.json
-             progress:bool=True, device:str|None=None) -> tuple[pd.DataFrame, dict]:
-    "Study-level evaluation of a bundle on a labelled CSV; writes evaluation.csv/.json, roc.png and thresholds."
+             progress:bool=True, device:str|None=None,
+             dataset:str|None=None, # instead of `csv`: a public dataset's own files in `root` ('nih', 'padchest', ...)
+             split:str|None=None, # with `dataset`: its official split ('test', 'valid', ...); None: every image
+            ) -> tuple[pd.DataFrame, dict]:
+    "Study-level evaluation of a bundle on a labelled CSV or dataset; writes evaluation.csv/.json, roc.png and thresholds."
     _check_options(layout, aggregate, threshold, missing, n_boot, batch_size)
-    model_dir, csv = Path(model_dir), Path(csv)
+    if (csv is None) == (dataset is None): raise ValueError("give either a CSV (--csv) or a dataset (--dataset with --root)")
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset is not None and root is None: raise ValueError(f"--dataset {dataset} needs --root, the folder of its download")
+    model_dir = Path(model_dir)
     predictor = Predictor.from_bundle(model_dir, device)  # a broken bundle fails here, before the CSV is read
-    df, layout = _read_labels(csv, Path(root) if root else csv.parent, layout, missing)
+    if dataset is None:
+        csv = Path(csv)
+        df, layout = _read_labels(csv, Path(root) if root else csv.parent, layout, missing)
+        source, label = str(csv.absolute()), csv.name  # how the summary, the thresholds and the plot name what was scored
+    else:
+        df, layout = read_dataset(dataset, root, split, missing=missing), dataset
+        label = f"{dataset} ({split or 'all images'})"
+        source = f"{label} in {Path(root).absolute()}"
     if frontal_only is None: frontal_only = predictor.config.frontal_only
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
-    if not len(df): raise ValueError(f"{csv}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
+    if not len(df): raise ValueError(f"{source}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], batch_size)
     rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err) for _, p, err in
             (_progress(results, len(df)) if progress else results)]
@@ -268,12 +286,12 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     table, summary = evaluate_predictions(per_image, df, aggregate, threshold, n_boot, seed)
     failed = per_image.error != ''
     before = predictor.config
-    summary = {'model': str(model_dir), 'csv': str(csv), 'layout': layout, 'n_patients': int(df['patient'].nunique()),
+    summary = {'model': str(model_dir), 'csv': source, 'layout': layout, 'n_patients': int(df['patient'].nunique()),
                'n_failed_images': int(failed.sum()), 'frontal_only': frontal_only, **summary,
                'policy': before.policy, 'published': {'irvin2019_best_of_5_policies_auroc': PAPER_AUROC,
                                                       'irvin2019_note': PAPER_NOTE, 'pham2020_mean_auroc': PHAM_2020_MEAN_AUROC},
                'failed_images': dict(zip(per_image.file[failed], per_image.error[failed]))}
-    written = _write_thresholds(model_dir, table, threshold, csv) if save and save_thresholds else []
+    written = _write_thresholds(model_dir, table, threshold, source) if save and save_thresholds else []
     summary['thresholds'] = {'written': written, 'config': str(model_dir/'config.json') if written else None,
         'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written}}
     if save:
@@ -281,7 +299,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
         (model_dir/'evaluation.json').write_text(json.dumps(_json_safe(
             {**summary, 'observations': table.reset_index().to_dict('records')}), indent=2))
         per_image.to_csv(model_dir/'evaluation_predictions.csv', index=False)
-        fig = plot_rocs(per_image, df, table, aggregate, title=f"{model_dir.name} on {csv.name}")
+        fig = plot_rocs(per_image, df, table, aggregate, title=f"{model_dir.name} on {label}")
         fig.savefig(model_dir/'roc.png', dpi=120); plt.close(fig)
     return table, summary
 
@@ -294,7 +312,7 @@ def _policy_text(policy:dict) -> str:
 def _thresholds_text(summary:dict) -> list:
     "Where the bundle's thresholds now come from: written here, kept from before, or not written at all."
     th, lines = summary['thresholds'], []
-    if th['written']: lines.append(f"thresholds: {summary['threshold_method']} on {Path(summary['csv']).absolute()} for {len(th['written'])} "
+    if th['written']: lines.append(f"thresholds: {summary['threshold_method']} on {summary['csv']} for {len(th['written'])} "
                                    f"observation(s), written to {th['config']}")
     else: lines.append(f"thresholds: none written to the bundle ({summary['threshold_method']} thresholds chosen here are in the table only)")
     by_source = {}
@@ -323,7 +341,9 @@ def _summary_text(table:pd.DataFrame, summary:dict) -> str:
 @call_parse
 def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  csv:str=None, # a labelled CheXpert-format CSV, e.g. .../CheXpert-v1.0-small/valid.csv
-                 root:str=None, # where the CSV's image paths start (default: the CSV's folder)
+                 dataset:str=None, # instead of --csv: chexpert, nih, nih-google, padchest or mimic (their own files in --root)
+                 split:str=None, # with --dataset: its official split, e.g. test (nih), valid/test (nih-google, mimic)
+                 root:str=None, # where the CSV's image paths start (default: the CSV's folder); the dataset's folder
                  layout:str='auto', # 'chexpert', 'flat' (one image per study) or 'auto' (all paths CheXpert, or none)
                  aggregate:str='max', # 'max' or 'mean' over a study's images
                  threshold:str='youden', # 'youden' or 'f1'
@@ -335,10 +355,12 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  no_save:store_true=False, # write nothing into the model folder: print the results only
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png and thresholds into it."
-    if model is None or csv is None: raise CliError("--model and --csv are required, e.g. "
-        "chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv")
+    if model is None or (csv is None and dataset is None): raise CliError("--model and --csv (or --dataset and --root) are "
+        "required, e.g. chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv, or "
+        "--dataset nih --root data/NIH --split test")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
-                                   missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device)
+                                   missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device,
+                                   dataset=dataset, split=split)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
     print(_summary_text(table, summary))
     print(f"wrote {Path(model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png" if not no_save

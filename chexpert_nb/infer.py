@@ -278,7 +278,7 @@ class Predictor:
         return np.concatenate(out)
 
     def predict_study(self, items:list, # (name, bytes|path|PIL image) pairs, or paths, of one study's images
-                      aggregate:str='max', # 'max' over the images (as in the paper) or 'mean'
+                      aggregate:str='max', # 'max' over the images or 'mean'
                      ) -> StudyResult:
         "Per-image probabilities, the study-level aggregate, and decisions at the saved thresholds; bad images are listed."
         if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
@@ -407,7 +407,7 @@ def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
                    out:str|Path, # the CSV to write (replaced only at the end)
                    batch_size:int=16, progress:bool=True,
                    max_views:int=6, # folders with 2..max_views images get a study row; 0: no study rows
-                   aggregate:str='max', # a study row is the 'max' (as in the paper) or 'mean' of its images
+                   aggregate:str='max', # a study row is the 'max' or 'mean' of its images
                    every:float=5.0, # seconds between progress lines when stderr is not a terminal
                   ) -> dict:
     "Predict every image under `inputs` into the CSV `out`; returns counts {'images', 'failed', 'studies', 'skipped'}."

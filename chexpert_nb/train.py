@@ -21,7 +21,7 @@ from fastai.vision.all import (Datasets, TfmdDL, default_device, create_body, ad
     num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
 from sklearn.metrics import roc_auc_score
-from .data import OBSERVATIONS, COMPETITION_TASKS, SAMPLE_MARKER, read_chexpert_csv, default_data
+from .data import OBSERVATIONS, COMPETITION_TASKS, SAMPLE_MARKER, NIH_SPLIT_FILES, read_chexpert_csv, read_dataset, default_data
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
 from .fastdata import radiograph_block, retain_freed_memory
 from .bundle import BundleConfig, normalize_stats, save_bundle
@@ -40,6 +40,7 @@ __all__ = ['LOCK_FILE', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations'
 class TrainConfig:
     "Everything a training run needs: the notebook and `chexpert-train` (generated from these fields) fill the same."
     data: str|None = None  # CheXpert root holding train.csv (and valid.csv); None: $CHEXPERT_DATA, data/, else the synthetic sample
+    dataset: str = field(default='chexpert', metadata={'choices': ['chexpert', 'nih', 'padchest', 'mimic']})  # what `data` holds: CheXpert's CSVs, or another dataset's own files (00_data's adapters)
     csv: str = 'train.csv'  # the training CSV inside `data`
     layout: str = field(default='chexpert', metadata={'choices': ['chexpert', 'flat']})  # 'chexpert' paths, or 'flat' (one image per patient, e.g. the NIH sample)
     out: str = 'models/chexpert-densenet121'  # model folder: bundle, history.csv, checkpoints/
@@ -356,12 +357,28 @@ def is_synthetic(root:str|Path) -> bool:
         raise ValueError(f"{f} is not the JSON object `make_sample` writes ({e}): remove it from a real dataset's folder, "
                          "or write the sample again with chexpert-sample.") from e
 
+_OFFICIAL = {'chexpert': ('train', 'valid'), 'nih': ('train', None), 'padchest': (None, None), 'mimic': ('train', 'valid')}
+
+def _dataset_frames(cfg:TrainConfig, root:Path) -> tuple[pd.DataFrame, pd.DataFrame|None]:
+    "A non-CheXpert dataset's training frame (its official training split where it has one) and official validation."
+    train_split, valid_split = _OFFICIAL[cfg.dataset]
+    lists = [root/f for f in NIH_SPLIT_FILES.values()]
+    if cfg.dataset == 'nih' and not all(f.exists() or f.with_name(f.name + '.gz').exists() for f in lists):
+        train_split = None  # a download without NIH's split lists: every image, split by patient below
+    if cfg.valid == 'official' and valid_split is None:
+        raise ValueError(f"--valid official: {cfg.dataset} has no official validation split; use --valid split")
+    df = read_dataset(cfg.dataset, root, train_split)
+    return df, read_dataset(cfg.dataset, root, valid_split) if cfg.valid == 'official' else None
+
 def load_frames(cfg:TrainConfig, root:Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Training and validation frames of a run, with `file` columns."
-    df = read_chexpert_csv(root/cfg.csv, root=root, layout=cfg.layout)
-    if cfg.valid == 'official': valid = read_chexpert_csv(root/'valid.csv', root=root, layout=cfg.layout)
-    elif cfg.valid == 'split': df, valid = patient_split(df, cfg.valid_pct, cfg.seed)
-    else: raise ValueError(f"valid must be 'split' or 'official', not {cfg.valid!r}")
+    if cfg.valid not in ('split', 'official'): raise ValueError(f"valid must be 'split' or 'official', not {cfg.valid!r}")
+    if cfg.dataset == 'chexpert':
+        df = read_chexpert_csv(root/cfg.csv, root=root, layout=cfg.layout)
+        valid = read_chexpert_csv(root/'valid.csv', root=root, layout=cfg.layout) if cfg.valid == 'official' else None
+    elif cfg.dataset in _OFFICIAL: df, valid = _dataset_frames(cfg, root)
+    else: raise ValueError(f"dataset must be one of {list(_OFFICIAL)}, not {cfg.dataset!r}")
+    if valid is None: df, valid = patient_split(df, cfg.valid_pct, cfg.seed)
     if cfg.frontal_only:
         df, valid = (d[d['Frontal/Lateral'] == 'Frontal'].reset_index(drop=True) for d in (df, valid))
     if cfg.limit: df = df.sample(min(cfg.limit, len(df)), random_state=cfg.seed).reset_index(drop=True)
@@ -373,7 +390,7 @@ def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_val
     return BundleConfig(name=Path(cfg.out).name, arch=cfg.arch, size=cfg.size, n_in=cfg.n_in, policy=policy,
         n_outputs=n_outputs(policy), normalize=normalize_stats(cfg.n_in), frontal_only=cfg.frontal_only,
         pretrained=cfg.pretrained, tasks=list(cfg.tasks),
-        data={'root': str(root), 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
+        data={'root': str(root), 'dataset': cfg.dataset, 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
               'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank},
         training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')})
 

@@ -170,20 +170,31 @@ def test_wrong_root_names_the_missing_file(tmp_path, xrv):
     with pytest.raises(FileNotFoundError, match="holds neither mimic-cxr-2.0.0-chexpert.csv"):
         read_dataset('mimic', xrv)  # NIH and PadChest's folder is no MIMIC root
 
-def test_nih_real_images_end_to_end(tmp_path, nih_dir, xrv):
+def _nih_download(root:Path, nih_dir:Path, xrv:Path) -> pd.DataFrame:
     """A folder laid out like the NIH download, holding the 228 real images of ../shared (linked, never copied): every
     image under images/ as <original stem>.jpg, the 12 full-size originals as images_001/images/<original name>.png,
-    and a Data_Entry file with the real rows of those images."""
+    and a Data_Entry file with the real rows of those images (returned)."""
     meta = pd.read_csv(nih_dir/'meta.csv')
-    (tmp_path/'images').mkdir(); (tmp_path/'images_001'/'images').mkdir(parents=True)
+    (root/'images').mkdir(parents=True); (root/'images_001'/'images').mkdir(parents=True)
     for rel, name in zip(meta['Path'], meta['Image Index']):
-        os.symlink(nih_dir/rel, tmp_path/'images'/(Path(name).stem + '.jpg'))
-    originals = sorted(p.name for p in (nih_dir/'originals').glob('*.png'))
-    for name in originals: os.symlink(nih_dir/'originals'/name, tmp_path/'images_001'/'images'/name)
+        os.symlink(nih_dir/rel, root/'images'/(Path(name).stem + '.jpg'))
+    for p in (nih_dir/'originals').glob('*.png'): os.symlink(p, root/'images_001'/'images'/p.name)
     raw = pd.read_csv(xrv/f"{NIH_FILE}.gz")
     rows = raw[raw['Image Index'].isin(meta['Image Index'])]
+    rows.to_csv(root/NIH_FILE, index=False)
+    return rows
+
+@pytest.fixture(scope='module')
+def nih_download(tmp_path_factory, nih_dir, xrv):
+    root = tmp_path_factory.mktemp('nih')/'NIH'
+    _nih_download(root, nih_dir, xrv)
+    return root
+
+def test_nih_real_images_end_to_end(tmp_path, nih_dir, xrv):
+    rows = _nih_download(tmp_path, nih_dir, xrv)
     assert len(rows) == 228
-    rows.to_csv(tmp_path/NIH_FILE, index=False)
+    meta = pd.read_csv(nih_dir/'meta.csv')
+    originals = sorted(p.name for p in (nih_dir/'originals').glob('*.png'))
 
     df = read_dataset('nih', tmp_path)
     assert len(df) == 228 and df.attrs['missing_files'] == [] and df['file'].map(os.path.exists).all()
@@ -208,3 +219,37 @@ def test_nih_real_images_end_to_end(tmp_path, nih_dir, xrv):
                    'Pneumonia']].tolist() == [35, 34, 33, 28, 23, 20, 9, 9]
     for f in df['file']:
         with Image.open(f) as im: im.load()
+
+
+BIN = Path(__file__).resolve().parents[1]/'.venv'/'bin'
+
+def test_evaluate_cli_on_a_dataset_download(nih_download, trained_models, tmp_path):
+    "`chexpert-evaluate --dataset nih --root DIR` reads NIH's own files, scores what NIH labels, and writes its report."
+    import json, shutil, subprocess
+    model = tmp_path/'m'; shutil.copytree(trained_models/'tiny-densenet121', model)
+    before = (model/'config.json').read_text()
+    r = subprocess.run([str(BIN/'chexpert-evaluate'), '--model', str(model), '--dataset', 'nih', '--root', str(nih_download),
+                        '--n-boot', '50', '--no-save-thresholds'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'layout nih: 228 studies of 228 patients' in r.stdout, r.stdout
+    ev = json.loads((model/'evaluation.json').read_text())
+    assert ev['layout'] == 'nih' and ev['n_images'] == 228 and ev['csv'].startswith('nih (all images) in ')
+    assert {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Pleural Other', 'Fracture', 'Support Devices'} <= set(ev['unscorable'])
+    assert 'Lung Lesion' not in ev['unscorable'] and ev['competition_mean']['tasks'] == ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Pleural Effusion']
+    assert (model/'config.json').read_text() == before  # --no-save-thresholds
+    bad = subprocess.run([str(BIN/'chexpert-evaluate'), '--model', str(model), '--dataset', 'nih', '--root', str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and NIH_FILE in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_train_cli_on_a_dataset_download(nih_download, tmp_path):
+    "`chexpert-train --dataset nih --data DIR` trains on NIH's own files; the bundle says which dataset it saw."
+    import json, subprocess
+    out = tmp_path/'nih-model'
+    r = subprocess.run([str(BIN/'chexpert-train'), '--dataset', 'nih', '--data', str(nih_download), '--out', str(out),
+                        '--no-pretrained', '--size', '32', '--epochs', '1', '--bs', '16', '--num-workers', '0', '--quiet',
+                        '--valid-pct', '0.25'], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    config = json.loads((out/'config.json').read_text())
+    assert config['data']['dataset'] == 'nih' and config['data']['synthetic'] is False
+    assert config['data']['n_train'] + config['data']['n_valid'] == 228
