@@ -5,7 +5,8 @@ on them), written once with `tiny_bundle` + `export_onnx` under data/bench/. Bot
 shared machine, threads that wait for each other make timings meaningless; one thread measures the work itself.
 Three measures, each interleaved (A B, B A, ...: the order rotates) so that load from other processes hits both:
   (a) cold start: a fresh Python process from nothing to the first image's 14 probabilities (file -> grayscale ->
-      batch -> probabilities), its wall time and its peak memory (ru_maxrss). The torch process uses
+      batch -> probabilities), its wall time and its peak memory (VmHWM in /proc/self/status: the resource module's
+      ru_maxrss keeps the peak of the parent that forked the process, this benchmark's own torch). The torch process uses
       `chexpert_nb.infer.TorchEngine`. The ONNX process uses `chexpert_nb.infer.OnnxEngine` when `chexpert_nb.infer`
       imports without torch; while it still imports torch at module level, the ONNX process reads config.json
       with `json` and uses only numpy, PIL and onnxruntime (what OnnxEngine.probs does), and says so.
@@ -54,9 +55,12 @@ probs = session.run(['probs'], {'image': u8})[0]
 
 def child(body: str, bundle: Path, image: Path) -> str:
     "A script for `python -c`: `body` between the imports it needs and a JSON line with probabilities and peak memory."
-    return (f"import json, resource, sys\nBUNDLE, IMAGE = {str(bundle)!r}, {str(image)!r}\n" + textwrap.dedent(body) +
-            "print(json.dumps({'probs': [float(p) for p in probs[0]], 'maxrss_mb': "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'torch': sys.modules.get('torch') is not None}))\n")
+    return (f"import json, sys\nBUNDLE, IMAGE = {str(bundle)!r}, {str(image)!r}\n" + textwrap.dedent(body) + textwrap.dedent('''
+        # VmHWM, this process image's peak resident memory: ru_maxrss would carry over the forking parent's peak
+        hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+        print(json.dumps({'probs': [float(p) for p in probs[0]], 'maxrss_mb': hwm / 1024,
+                          'torch': sys.modules.get('torch') is not None}))
+        '''))
 
 
 def run_child(script: str) -> tuple[float, dict]:
