@@ -470,12 +470,15 @@ def _default_threads() -> int:
     env = os.environ.get('OMP_NUM_THREADS', '').strip()
     return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
-def _onnx_missing(model_dir:Path, config:BundleConfig) -> str|None:
-    "Why the ONNX engine cannot run this bundle (a sentence saying what to do), or None when it can."
-    if not config.onnx: return f"{model_dir} has no ONNX graph (its config records none): run chexpert-export-onnx {model_dir}"
+def _onnx_missing(model_dir:Path, config:BundleConfig) -> tuple[type, str]|None:
+    "`(error class, why)` when the ONNX engine cannot run this bundle (`why` says what to do), else None."
+    if not config.onnx:
+        return BundleError, f"{model_dir} has no ONNX graph (its config records none): run chexpert-export-onnx {model_dir}"
     path = model_dir/config.onnx.get('file', ONNX_FILE)
-    if not path.exists(): return f"{path} is missing although the config records it: run chexpert-export-onnx {model_dir}"
-    if importlib.util.find_spec('onnxruntime') is None: return "onnxruntime is not installed: pip install onnxruntime"
+    if not path.exists():
+        return BundleError, f"{path} is missing although the config records it: run chexpert-export-onnx {model_dir}"
+    if importlib.util.find_spec('onnxruntime') is None:
+        return ImportError, "onnxruntime is not installed: pip install onnxruntime, or use the torch engine"
     return None
 
 class OnnxEngine:
@@ -485,8 +488,8 @@ class OnnxEngine:
                  threads:int|None=None): # intra-op threads; None: OMP_NUM_THREADS if set, else every core
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
-        why = _onnx_missing(self.model_dir, self.config)
-        if why: raise (ImportError if 'onnxruntime' in why else BundleError)(f"the ONNX engine cannot run: {why}.")
+        missing = _onnx_missing(self.model_dir, self.config)
+        if missing: raise missing[0](f"the ONNX engine cannot run: {missing[1]}.")
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads or _default_threads(), 1
@@ -522,9 +525,10 @@ def make_engine(model_dir:str|Path, # a bundle folder
     if engine not in ENGINES: raise ValueError(f"unknown engine {engine!r}: choose one of {ENGINES}.")
     if engine == 'torch': return TorchEngine(model_dir, device, threads)
     model_dir = Path(model_dir)
-    why = (f"the ONNX engine runs on the CPU, and device {device!r} was asked for" if device not in (None, 'cpu')
-           else _onnx_missing(model_dir, read_config(model_dir)))
-    if why is None: return OnnxEngine(model_dir, threads)
-    if engine == 'onnx': raise (ImportError if 'onnxruntime' in why else BundleError)(f"engine 'onnx' cannot run: {why}.")
+    missing = ((ValueError, f"the ONNX engine runs on the CPU, and device {device!r} was asked for")
+               if device not in (None, 'cpu') else _onnx_missing(model_dir, read_config(model_dir)))
+    if missing is None: return OnnxEngine(model_dir, threads)
+    error, why = missing
+    if engine == 'onnx': raise error(f"engine 'onnx' cannot run: {why}.")
     warnings.warn(f"using the torch engine: {why}.", stacklevel=2)
     return TorchEngine(model_dir, device, threads)
