@@ -18,8 +18,9 @@ from .bundle import BundleConfig, load_bundle, preprocess
 from .data import OBSERVATIONS
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult', 'aggregate_studies',
-           'Predictor', 'overlay', 'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult',
+           'aggregate_studies', 'Predictor', 'overlay', 'find_images', 'skipped_text', 'predict_files',
+           'predict_to_csv', 'predict_cli', 'image_batch', 'TorchEngine', 'OnnxEngine', 'make_engine']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -482,3 +483,200 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
     if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
     if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
     return int(counts['failed'] > 0 or counts['images'] == 0)
+
+# %% ../nbs/06_infer.ipynb #b39c3108
+import importlib.util
+from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config
+
+# %% ../nbs/06_infer.ipynb #439bcd9c
+def image_batch(images:list, # 8-bit grayscale (mode `L`) PIL images, e.g. from `load_image`
+                size:int, # the bundle's `config.size`
+               ) -> np.ndarray:
+    "The uint8 `(n, 1, size, size)` batch the engines take: each image squished to size x size as `preprocess` does."
+    for i, img in enumerate(images):
+        if img.mode != 'L': raise ValueError(f"image_batch takes grayscale (mode L) images, but image {i} has mode "
+                                             f"{img.mode}: load it with chexpert_nb.infer.load_image.")
+    if not images: return np.empty((0, 1, size, size), np.uint8)
+    return np.stack([np.asarray(img.resize((size, size), Image.BILINEAR)) for img in images])[:, None]
+
+# %% ../nbs/06_infer.ipynb #8600a4aa
+def _check_batch(batch:np.ndarray, config:BundleConfig, engine:str, one:bool=False):
+    "Refuse a batch that is not the uint8 `(n, 1, size, size)` array `image_batch` makes for `config`."
+    size = config.size
+    shape = getattr(batch, 'shape', None)
+    ok = (isinstance(batch, np.ndarray) and batch.dtype == np.uint8 and batch.ndim == 4
+          and batch.shape[1:] == (1, size, size) and (batch.shape[0] == 1 if one else True))
+    if not ok:
+        raise ValueError(f"the {engine} engine takes a uint8 numpy batch of shape ({1 if one else 'n'}, 1, {size}, {size}) "
+                         f"from image_batch(images, {size}), not {type(batch).__name__} {getattr(batch, 'dtype', '')} {shape}.")
+
+def _target_weights(config:BundleConfig, # the bundle's config (observations, policy, n_outputs)
+                    observation:str, # one of `config.observations`
+                   ) -> np.ndarray:
+    "The weights over the model's outputs whose sum is the observation's log-odds (logit, or z_pos - z_neg)."
+    from chexpert_nb.labels import output_slices
+    observations = list(config.observations)
+    if observation not in observations:
+        raise ValueError(f"unknown observation {observation!r}: choose one of {observations}")
+    s = output_slices({o: config.policy[o] for o in observations})[observations.index(observation)]
+    w = np.zeros(config.n_outputs, np.float64)
+    if s.stop - s.start == 1: w[s.start] = 1
+    else: w[s.start + 1], w[s.start] = 1, -1  # U-MultiClass: positive minus negative
+    return w
+
+def _scale_cam(cam:np.ndarray) -> np.ndarray:
+    "`cam` with negative parts cut, shifted to minimum 0 and scaled to maximum 1 (all zeros stays zeros)."
+    cam = np.maximum(cam, 0)
+    cam = cam - cam.min()
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).astype(np.float32)
+
+# %% ../nbs/06_infer.ipynb #ed79f3ff
+def _torch_device(device:str|None) -> str:
+    "`device`, or 'cuda' when torch sees a GPU, else 'cpu'."
+    if device: return device
+    import torch
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+class TorchEngine:
+    "Probabilities and Grad-CAM of a bundle with PyTorch, on any device."
+    name = 'torch'
+    def __init__(self, model_dir:str|Path, # a bundle folder (model.safetensors + config.json)
+                 device:str='cpu', # a torch device: 'cpu', 'cuda', 'cuda:1', ...
+                 threads:int|None=None): # torch's CPU threads (`torch.set_num_threads`, process-wide); None: unchanged
+        import torch
+        from chexpert_nb.bundle import load_bundle
+        if threads: torch.set_num_threads(threads)
+        self.device = _torch_device(device)
+        self.model, self.config = load_bundle(model_dir, self.device)
+
+    def _input(self, batch:np.ndarray, one:bool=False):
+        import torch
+        from chexpert_nb.bundle import to_model_input
+        _check_batch(batch, self.config, self.name, one)
+        c = self.config
+        return to_model_input(torch.from_numpy(batch).to(self.device), c.normalize['mean'], c.normalize['std'], c.n_in)
+
+    def probs(self, batch:np.ndarray, # uint8 (n, 1, size, size) from `image_batch`
+             ) -> np.ndarray:
+        "The `(n, 14)` float32 probabilities of `batch`."
+        import torch
+        from chexpert_nb.labels import to_probs
+        with torch.inference_mode(): return to_probs(self.model(self._input(batch)), self.config.policy).cpu().numpy()
+
+    def heatmap(self, batch:np.ndarray, # uint8 (1, 1, size, size): one image from `image_batch`
+                observation:str, # one of `config.observations`
+               ) -> np.ndarray:
+        "The `(h, w)` Grad-CAM map in [0, 1] of `observation`, at the body's output resolution."
+        import torch
+        from pytorch_grad_cam import GradCAM
+        class FeatureCAM(GradCAM):
+            def get_target_width_height(self, input_tensor): return None  # keep the feature resolution: no resize
+            def get_cam_image(self, input_tensor, layer, targets, activations, grads, eigen_smooth=False):  # in float64
+                return super().get_cam_image(input_tensor, layer, targets, np.float64(activations), np.float64(grads), eigen_smooth)
+        w = torch.from_numpy(_target_weights(self.config, observation)).float().to(self.device)
+        x = self._input(batch, one=True)
+        with torch.enable_grad(), FeatureCAM(model=self.model, target_layers=[self.model[0]]) as cam:
+            return _scale_cam(cam(input_tensor=x, targets=[lambda out: (out * w).sum(-1)])[0])
+
+# %% ../nbs/06_infer.ipynb #9bbeb255
+_HEAD_KEYS = ('1.2.weight', '1.2.bias', '1.2.running_mean', '1.2.running_var', '1.4.weight',
+              '1.6.weight', '1.6.bias', '1.6.running_mean', '1.6.running_var', '1.8.weight')
+
+def _head_params(path:Path) -> dict:
+    "The head's two BatchNorm1d as `(scale, shift)` and its two Linear weights, in float64, from a safetensors file."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework='numpy') as f:
+            missing = sorted(set(_HEAD_KEYS) - set(f.keys()))
+            if missing: raise BundleError(f"{path} lacks the head's tensors {missing}: this engine's Grad-CAM needs "
+                                          "fastai's default head (chexpert_nb.bundle.model_head); use the torch engine.")
+            t = {k: f.get_tensor(k).astype(np.float64) for k in _HEAD_KEYS}
+    except FileNotFoundError: raise BundleError(f"{path} is missing: re-export the model.") from None
+    def affine(i):  # BatchNorm1d in evaluation mode: x * scale + shift (eps 1e-5, torch's default)
+        scale = t[f'1.{i}.weight'] / np.sqrt(t[f'1.{i}.running_var'] + 1e-5)
+        return scale, t[f'1.{i}.bias'] - t[f'1.{i}.running_mean'] * scale
+    (s1, b1), (s2, b2) = affine(2), affine(6)
+    return dict(s1=s1, b1=b1, W1=t['1.4.weight'], s2=s2, b2=b2, W2=t['1.8.weight'])
+
+def _gradcam_numpy(features:np.ndarray, # (C, h, w) the body's output for one image (after its ReLU)
+                   head:dict, # from `_head_params`
+                   target:np.ndarray, # (n_outputs,) weights over the outputs, from `_target_weights`
+                  ) -> np.ndarray:
+    "The unscaled `(h, w)` Grad-CAM map: ReLU of the channels weighted by the mean gradient of the target."
+    C, h, w = features.shape
+    flat = features.reshape(C, -1).astype(np.float64)
+    hidden = (np.concatenate([flat.max(1), flat.mean(1)]) * head['s1'] + head['b1']) @ head['W1'].T  # BN, Linear
+    grad_hidden = (target @ head['W2']) * head['s2'] * (hidden > 0)  # back through Linear, BN, ReLU
+    grad_pooled = (grad_hidden @ head['W1']) * head['s1']  # back through Linear, BN: (max part, average part)
+    weights = (grad_pooled[:C] + grad_pooled[C:]) / (h * w)
+    return np.maximum(np.tensordot(weights, flat, 1).reshape(h, w), 0)
+
+# %% ../nbs/06_infer.ipynb #338f3cad
+def _default_threads() -> int:
+    "`OMP_NUM_THREADS` when it is set to a positive number, else the number of cores."
+    env = os.environ.get('OMP_NUM_THREADS', '').strip()
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+
+def _onnx_missing(model_dir:Path, config:BundleConfig) -> tuple[type, str]|None:
+    "`(error class, why)` when the ONNX engine cannot run this bundle (`why` says what to do), else None."
+    if not config.onnx:
+        return BundleError, f"{model_dir} has no ONNX graph (its config records none): run chexpert-export-onnx {model_dir}"
+    path = model_dir/config.onnx.get('file', ONNX_FILE)
+    if not path.exists():
+        return BundleError, f"{path} is missing although the config records it: run chexpert-export-onnx {model_dir}"
+    if importlib.util.find_spec('onnxruntime') is None:
+        return ImportError, "onnxruntime is not installed: pip install onnxruntime, or use the torch engine"
+    return None
+
+class OnnxEngine:
+    "Probabilities and Grad-CAM of a bundle's `model.onnx` with ONNX Runtime on the CPU, without torch."
+    name = 'onnx'
+    def __init__(self, model_dir:str|Path, # a bundle folder with model.onnx (`chexpert-export-onnx` adds it)
+                 threads:int|None=None): # intra-op threads; None: OMP_NUM_THREADS if set, else every core
+        self.model_dir = Path(model_dir)
+        self.config = read_config(self.model_dir)
+        missing = _onnx_missing(self.model_dir, self.config)
+        if missing: raise missing[0](f"the ONNX engine cannot run: {missing[1]}.")
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads or _default_threads(), 1
+        self.session = ort.InferenceSession(str(self.model_dir/self.config.onnx.get('file', ONNX_FILE)), options,
+                                            providers=['CPUExecutionProvider'])
+        self._head = None  # read on the first heatmap
+
+    def probs(self, batch:np.ndarray, # uint8 (n, 1, size, size) from `image_batch`
+             ) -> np.ndarray:
+        "The `(n, 14)` float32 probabilities of `batch`."
+        _check_batch(batch, self.config, self.name)
+        return self.session.run(['probs'], {'image': batch})[0]
+
+    def heatmap(self, batch:np.ndarray, # uint8 (1, 1, size, size): one image from `image_batch`
+                observation:str, # one of `config.observations`
+               ) -> np.ndarray:
+        "The `(h, w)` Grad-CAM map in [0, 1] of `observation`, at the body's output resolution."
+        _check_batch(batch, self.config, self.name, one=True)
+        target = _target_weights(self.config, observation)
+        if self._head is None: self._head = _head_params(self.model_dir/WEIGHTS_FILE)
+        features = self.session.run(['features'], {'image': batch})[0][0]
+        return _scale_cam(_gradcam_numpy(features, self._head, target))
+
+# %% ../nbs/06_infer.ipynb #b09d7762
+ENGINES = ('auto', 'onnx', 'torch')
+
+def make_engine(model_dir:str|Path, # a bundle folder
+                engine:str='auto', # 'auto' (ONNX when it can run, else torch), 'onnx' or 'torch'
+                device:str|None=None, # torch's device (None: cuda if available, else cpu); ONNX runs on the CPU
+                threads:int|None=None, # CPU threads (None: ONNX: OMP_NUM_THREADS or every core; torch: unchanged)
+               ) -> TorchEngine|OnnxEngine:
+    "The engine that runs the bundle in `model_dir`: ONNX Runtime when it can, else torch (saying why)."
+    if engine not in ENGINES: raise ValueError(f"unknown engine {engine!r}: choose one of {ENGINES}.")
+    if engine == 'torch': return TorchEngine(model_dir, device, threads)
+    model_dir = Path(model_dir)
+    missing = ((ValueError, f"the ONNX engine runs on the CPU, and device {device!r} was asked for")
+               if device not in (None, 'cpu') else _onnx_missing(model_dir, read_config(model_dir)))
+    if missing is None: return OnnxEngine(model_dir, threads)
+    error, why = missing
+    if engine == 'onnx': raise error(f"engine 'onnx' cannot run: {why}.")
+    warnings.warn(f"using the torch engine: {why}.", stacklevel=2)
+    return TorchEngine(model_dir, device, threads)

@@ -1,0 +1,104 @@
+"""The two inference engines on real X-rays: ONNX Runtime gives torch's probabilities and heatmaps at the bundle's
+default size (DenseNet-121, 320 px, random weights), and the ONNX path runs in a process without torch."""
+import json, subprocess, sys, textwrap
+from pathlib import Path
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip('onnxruntime')
+
+
+@pytest.fixture(scope='session')
+def onnx_bundle(tmp_path_factory):
+    "A 320 px DenseNet-121 bundle with random weights and its model.onnx, exported once per session."
+    from chexpert_nb.bundle import export_onnx
+    from chexpert_nb.testing import tiny_bundle
+    d = tiny_bundle(tmp_path_factory.mktemp('models')/'densenet121-320', size=320)
+    export_onnx(d)
+    return d
+
+
+@pytest.fixture(scope='session')
+def engines(onnx_bundle):
+    from chexpert_nb.infer import TorchEngine, OnnxEngine
+    return TorchEngine(onnx_bundle, threads=1), OnnxEngine(onnx_bundle, threads=1)
+
+
+def _compare(engines, files, heatmaps=2):
+    "Max |ONNX - torch| of the probabilities of `files` (and of the heatmaps of the first `heatmaps` files)."
+    from chexpert_nb.infer import load_image, image_batch
+    torch_engine, onnx_engine = engines
+    batch = image_batch([load_image(f) for f in files], onnx_engine.config.size)
+    pt, po = torch_engine.probs(batch), onnx_engine.probs(batch)
+    assert po.shape == (len(files), 14) and po.dtype == np.float32
+    heat = 0.
+    for i in range(heatmaps):
+        for obs in ('Cardiomegaly', 'Pleural Effusion', 'Edema'):
+            ht, ho = torch_engine.heatmap(batch[i:i + 1], obs), onnx_engine.heatmap(batch[i:i + 1], obs)
+            assert ho.shape == ht.shape == (10, 10)
+            heat = max(heat, float(np.abs(ho - ht).max()))
+    return float(np.abs(po - pt).max()), heat
+
+
+def test_real_xrays(nih_dir, engines):
+    "32 real NIH radiographs (JPEG): the same probabilities to 1e-5 and heatmaps to 1e-4."
+    files = sorted((nih_dir/'images').glob('*.jpg'))[:32]
+    assert len(files) == 32, f"expected at least 32 JPEGs in {nih_dir/'images'}"
+    probs, heat = _compare(engines, files)
+    print(f"real X-rays: max |ONNX - torch| probabilities {probs:.1e}, heatmaps {heat:.1e}")
+    assert probs <= 1e-5 and heat <= 1e-4, (probs, heat)
+
+
+def test_synthetic_sample(sample_dir, engines):
+    "The synthetic sample's JPEGs: the same probabilities to 1e-5 and heatmaps to 1e-4."
+    files = sorted(sample_dir.rglob('*.jpg'))[:32]
+    assert len(files) == 32, f"expected at least 32 JPEGs under {sample_dir}"
+    probs, heat = _compare(engines, files)
+    print(f"synthetic sample: max |ONNX - torch| probabilities {probs:.1e}, heatmaps {heat:.1e}")
+    assert probs <= 1e-5 and heat <= 1e-4, (probs, heat)
+
+
+NO_TORCH = textwrap.dedent('''
+    import json, sys
+    sys.modules['torch'] = None  # any `import torch` from here on raises ImportError
+    bundle_dir, image, out = sys.argv[1:4]
+    import numpy as np, onnxruntime as ort
+    from PIL import Image
+    from chexpert_nb.bundle import read_config
+    config = read_config(bundle_dir)
+    u8 = np.asarray(Image.open(image).convert('L').resize((config.size, config.size), Image.BILINEAR))[None, None]
+    session = ort.InferenceSession(f"{bundle_dir}/{config.onnx['file']}", providers=['CPUExecutionProvider'])
+    result = {'bundle_and_onnxruntime': session.run(['probs'], {'image': u8})[0].tolist()}
+    try:
+        from chexpert_nb.infer import OnnxEngine, image_batch
+    except ImportError as e:
+        result['infer_import_error'] = str(e)
+    else:
+        engine = OnnxEngine(bundle_dir, threads=1)
+        batch = image_batch([Image.open(image).convert('L')], config.size)
+        result['engine'] = engine.probs(batch).tolist()
+        result['heatmap_shape'] = list(engine.heatmap(batch, 'Edema').shape)
+    result['torch_imported'] = sys.modules.get('torch') is not None
+    json.dump(result, open(out, 'w'))
+''')
+
+
+def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
+    "A fresh process where torch cannot be imported reads the bundle and gets the probabilities with ONNX Runtime."
+    from PIL import Image
+    from chexpert_nb.infer import image_batch
+    image = sorted(sample_dir.rglob('*.jpg'))[0]
+    out = tmp_path/'result.json'
+    run = subprocess.run([sys.executable, '-c', NO_TORCH, str(onnx_bundle), str(image), str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert not result['torch_imported']
+    expected = engines[0].probs(image_batch([Image.open(image).convert('L')], engines[0].config.size))
+    np.testing.assert_allclose(result['bundle_and_onnxruntime'], expected, atol=1e-5)
+    if 'infer_import_error' in result:
+        pytest.skip(f"chexpert_nb.infer still imports torch at module level ({result['infer_import_error']}): "
+                    "the bundle module and ONNX Runtime alone gave torch's probabilities without torch")
+    np.testing.assert_allclose(result['engine'], expected, atol=1e-5)
+    assert result['heatmap_shape'] == [10, 10]
