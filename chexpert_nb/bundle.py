@@ -18,12 +18,13 @@ if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch i
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'OOD_FILE',
-           'OOD_FEATURE', 'OOD_METHODS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS', 'BundleError',
-           'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model', 'to_model_input', 'preprocess',
-           'reference_images', 'make_reference', 'check_reference', 'self_check', 'write_config', 'save_bundle',
-           'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration',
-           'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli', 'pooled_features', 'fit_ood', 'ood_scores',
-           'in_distribution', 'save_ood', 'load_ood', 'plain_language_notes']
+           'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS',
+           'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
+           'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'check_reference', 'self_check',
+           'write_config', 'save_bundle', 'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature',
+           'calibrate', 'set_calibration', 'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli',
+           'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood', 'load_ood',
+           'plain_language_notes']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 2  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources
@@ -486,13 +487,20 @@ def pooled_features(model:nn.Module, # a bundle's model (`load_bundle`): body `m
     if not out: raise ValueError("pooled_features got no images: pass a list of grayscale PIL images.")
     return np.concatenate(out)
 
-# %% ../nbs/02_bundle.ipynb #d17ca27e
+# %% ../nbs/02_bundle.ipynb #0bbc897d
 OOD_METHODS = ('mahalanobis', 'norm')  # scores of pooled features `fit_ood` knows
+OOD_TRANSFORMS = ('sqrt', 'none')  # applied to the pooled features first: 'sqrt' stabilises the variance of ReLU outputs
+
+def _transform(features:np.ndarray, transform:str) -> np.ndarray:
+    f = np.asarray(features, np.float64)
+    if transform == 'sqrt': return np.sqrt(np.maximum(f, 0))
+    if transform == 'none': return f
+    raise ValueError(f"unknown OOD feature transform {transform!r}: one of {OOD_TRANSFORMS}")
 
 def _log_norm(features:np.ndarray) -> np.ndarray: return np.log(np.linalg.norm(np.asarray(features, np.float64), axis=1) + 1e-12)
 
-def _raw_scores(features:np.ndarray, arrays:dict, method:str) -> np.ndarray:
-    f = np.asarray(features, np.float64)
+def _raw_scores(features:np.ndarray, arrays:dict, method:str, transform:str) -> np.ndarray:
+    f = _transform(features, transform)
     if method == 'mahalanobis':
         d = f - arrays['mean'].astype(np.float64)
         return np.sqrt(np.maximum(np.einsum('ij,jk,ik->i', d, arrays['precision'].astype(np.float64), d), 0))
@@ -503,9 +511,10 @@ def fit_ood(features_fit:np.ndarray, # (n, C) pooled features of the training im
             features_holdout:np.ndarray, # (m, C) of held-out in-distribution images: the threshold
             quantile:float=0.99, # share of held-out images that pass (score <= threshold)
             method:str='mahalanobis', # 'mahalanobis' (Ledoit-Wolf covariance) or 'norm' (log feature norm)
+            transform:str='sqrt', # of the features first: 'sqrt' or 'none'
            ) -> tuple[dict, dict]:
     "`(arrays, info)`: the score's statistics (numpy arrays) and `{'method', 'threshold', 'quantile', ...}`."
-    f = np.asarray(features_fit, np.float64)
+    f = _transform(features_fit, transform)
     if method not in OOD_METHODS: raise ValueError(f"unknown OOD method {method!r}: one of {OOD_METHODS}")
     if not 0 < quantile <= 1: raise ValueError(f"quantile must be in (0, 1], not {quantile}: the share of held-out images that pass.")
     if f.ndim != 2 or len(f) < 2 or len(features_holdout) < 1: raise ValueError(
@@ -519,8 +528,8 @@ def fit_ood(features_fit:np.ndarray, # (n, C) pooled features of the training im
     else:
         ln = _log_norm(f)
         arrays, extra = {'log_norm': np.array([ln.mean(), max(ln.std(), 1e-6)], np.float32)}, {}
-    held = _raw_scores(features_holdout, arrays, method)
-    info = {'method': method, 'threshold': round(float(np.quantile(held, quantile)), 6), 'quantile': quantile,
+    held = _raw_scores(features_holdout, arrays, method, transform)
+    info = {'method': method, 'transform': transform, 'threshold': round(float(np.quantile(held, quantile)), 6), 'quantile': quantile,
             'n_fit': int(len(f)), 'n_holdout': int(len(held)), 'n_features': int(f.shape[1]), 'feature': OOD_FEATURE} | extra
     return arrays, info
 
@@ -531,7 +540,7 @@ def ood_scores(features:np.ndarray, # (n, C) pooled features (torch: `pooled_fea
     if features.ndim != 2 or features.shape[1] != info['n_features']: raise ValueError(
         f"ood_scores takes (n, {info['n_features']}) pooled features, not {features.shape}: pool the body's output "
         "over height and width first (features.mean((2, 3))).")
-    return _raw_scores(features, arrays, info['method'])
+    return _raw_scores(features, arrays, info['method'], info.get('transform', 'none'))
 
 def in_distribution(scores:np.ndarray, info:dict) -> np.ndarray:
     "Boolean array: True where the score is at most the stored threshold (NaN: False)."
@@ -570,6 +579,8 @@ def load_ood(model_dir:str|Path) -> tuple[dict, dict]|None:
     shapes = _OOD_ARRAYS.get(info.get('method'), lambda c: None)(info.get('n_features'))
     if shapes is None: raise BundleError(f"{CONFIG_FILE}: field 'ood' names method {info.get('method')!r}, not one of "
                                          f"{OOD_METHODS}: update chexpert_nb or {fix}.")
+    if info.get('transform', 'none') not in OOD_TRANSFORMS: raise BundleError(
+        f"{CONFIG_FILE}: field 'ood' names transform {info.get('transform')!r}, not one of {OOD_TRANSFORMS}: update chexpert_nb or {fix}.")
     got = {k: tuple(v.shape) for k, v in arrays.items()}
     if got != shapes: raise BundleError(f"{path} holds arrays {got} where method {info['method']!r} with "
                                         f"{info.get('n_features')} features needs {shapes}: {fix}.")
