@@ -153,6 +153,8 @@ def main() -> int:
     flagged = {k: 1 - in_distribution(ood_scores(f, arrays, info), info).mean() for k, (f, _) in ood_fl.items()}
     print(f"stored: {info['method']} ({info['transform']}), threshold {info['threshold']:.2f} (quantile {info['quantile']}, shrinkage "
           f"{info['shrinkage']:.3f}); flagged at it: " + ', '.join(f"{k} {v:.0%}" for k, v in flagged.items()))
+    passed = ~(ood_scores(ood_fl['CT/MR/NM/US DICOM'][0], arrays, info) > info['threshold'])
+    print(f"DICOM files passing as chest X-rays: {[f for f, p in zip(DICOMS, passed) if p]}")
     # a model trained on the synthetic shapes, shown real X-rays
     smodel, sconfig = load_bundle(shapes_cfg.out)
     s_train, s_hold = split_frames(shapes_cfg)
