@@ -556,7 +556,7 @@ def save_ood(model_dir:str|Path, # the bundle to update
     _replace_atomically(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp,
                                                     metadata={'method': info['method']}))
     config.ood = {'file': OOD_FILE, **info, 'sha256': _sha256(path.read_bytes()),
-                  'fitted_at': time.strftime('%Y-%m-%d %H:%M:%S')}
+                  'weights_sha256': (config.reference or {}).get('weights_sha256'), 'fitted_at': time.strftime('%Y-%m-%d %H:%M:%S')}
     write_config(config, model_dir)
     return config
 
@@ -565,8 +565,14 @@ _OOD_ARRAYS = {'mahalanobis': lambda c: {'mean': (c,), 'precision': (c, c)}, 'no
 def load_ood(model_dir:str|Path) -> tuple[dict, dict]|None:
     "`(arrays, info)` of the bundle's out-of-distribution statistics, checked; None when it has none."
     from safetensors.numpy import load
-    info = read_config(model_dir).ood
+    config = read_config(model_dir)
+    info = config.ood
     if not info: return None
+    weights = (config.reference or {}).get('weights_sha256')
+    if info.get('weights_sha256') and weights and info['weights_sha256'] != weights: raise BundleError(
+        f"{Path(model_dir)/info.get('file', OOD_FILE)} was fitted on the features of other weights (SHA-256 "
+        f"{info['weights_sha256'][:12]}..., the bundle's are {weights[:12]}...): fit the statistics again for these weights "
+        "(fit_ood, save_ood).")
     path = Path(model_dir)/info.get('file', OOD_FILE)
     fix = "fit the statistics again (fit_ood, save_ood) or restore the file"
     try: data = path.read_bytes()
