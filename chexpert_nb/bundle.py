@@ -17,11 +17,14 @@ from .labels import resolve_policy, n_outputs, to_probs
 if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'BundleError',
-           'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model', 'to_model_input', 'preprocess',
-           'reference_images', 'make_reference', 'check_reference', 'self_check', 'write_config', 'save_bundle',
-           'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration',
-           'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli']
+__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'OOD_FILE',
+           'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS',
+           'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
+           'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'check_reference', 'self_check',
+           'write_config', 'save_bundle', 'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature',
+           'calibrate', 'set_calibration', 'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli',
+           'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood', 'load_ood',
+           'plain_language_notes']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 2  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources
@@ -53,6 +56,7 @@ class BundleConfig:
     onnx: dict = field(default_factory=dict)  # model.onnx, when exported: {'file', 'opset', 'inputs', 'outputs', 'torch'}
     reference: dict = field(default_factory=dict)  # the self-check: the model's outputs on seeded inputs at export
     calibration: dict = field(default_factory=dict)  # {'method': 'temperature', 'temperatures': {obs: T}, 'fitted_on': {...}}
+    ood: dict = field(default_factory=dict)  # ood.safetensors, when fitted: {'file', 'method', 'threshold', 'quantile', 'n_fit', 'n_holdout', 'feature', ...}
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict: return asdict(self)
@@ -464,3 +468,157 @@ def export_onnx_cli(model:str, # the model bundle folder, e.g. models/<name>
     try: path = export_onnx(model, opset)
     except (BundleError, ImportError) as e: sys.exit(f"chexpert-export-onnx: {e}")
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+
+# %% ../nbs/02_bundle.ipynb #4676719b
+OOD_FILE = 'ood.safetensors'
+OOD_FEATURE = 'model[0](x).mean((2, 3)): the body output averaged over the image, one value per channel'
+
+def pooled_features(model:nn.Module, # a bundle's model (`load_bundle`): body `model[0]`, head `model[1]`
+                    images:list, # 8-bit grayscale (mode `L`) PIL images
+                    config:BundleConfig,
+                    batch_size:int=16) -> np.ndarray:
+    "`(n, C)` float32: each image's body features averaged over height and width, through `preprocess`."
+    import torch
+    device, out = next(model.parameters()).device, []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([preprocess(img, config) for img in images[i:i + batch_size]]).to(device)
+            out.append(model[0](x).mean((2, 3)).float().cpu().numpy())
+    if not out: raise ValueError("pooled_features got no images: pass a list of grayscale PIL images.")
+    return np.concatenate(out)
+
+# %% ../nbs/02_bundle.ipynb #0bbc897d
+OOD_METHODS = ('mahalanobis', 'norm')  # scores of pooled features `fit_ood` knows
+OOD_TRANSFORMS = ('sqrt', 'none')  # applied to the pooled features first: 'sqrt' stabilises the variance of ReLU outputs
+
+def _transform(features:np.ndarray, transform:str) -> np.ndarray:
+    f = np.asarray(features, np.float64)
+    if transform == 'sqrt': return np.sqrt(np.maximum(f, 0))
+    if transform == 'none': return f
+    raise ValueError(f"unknown OOD feature transform {transform!r}: one of {OOD_TRANSFORMS}")
+
+def _log_norm(features:np.ndarray) -> np.ndarray: return np.log(np.linalg.norm(np.asarray(features, np.float64), axis=1) + 1e-12)
+
+def _raw_scores(features:np.ndarray, arrays:dict, method:str, transform:str) -> np.ndarray:
+    f = _transform(features, transform)
+    if method == 'mahalanobis':
+        d = f - arrays['mean'].astype(np.float64)
+        return np.sqrt(np.maximum(np.einsum('ij,jk,ik->i', d, arrays['precision'].astype(np.float64), d), 0))
+    if method == 'norm': return np.abs(_log_norm(f) - float(arrays['log_norm'][0])) / float(arrays['log_norm'][1])
+    raise ValueError(f"unknown OOD method {method!r}: one of {OOD_METHODS}")
+
+def fit_ood(features_fit:np.ndarray, # (n, C) pooled features of the training images: the statistics
+            features_holdout:np.ndarray, # (m, C) of held-out in-distribution images: the threshold
+            quantile:float=0.99, # share of held-out images that pass (score <= threshold)
+            method:str='mahalanobis', # 'mahalanobis' (Ledoit-Wolf covariance) or 'norm' (log feature norm)
+            transform:str='sqrt', # of the features first: 'sqrt' or 'none'
+           ) -> tuple[dict, dict]:
+    "`(arrays, info)`: the score's statistics (numpy arrays) and `{'method', 'threshold', 'quantile', ...}`."
+    f = _transform(features_fit, transform)
+    if method not in OOD_METHODS: raise ValueError(f"unknown OOD method {method!r}: one of {OOD_METHODS}")
+    if not 0 < quantile <= 1: raise ValueError(f"quantile must be in (0, 1], not {quantile}: the share of held-out images that pass.")
+    if f.ndim != 2 or len(f) < 2 or len(features_holdout) < 1: raise ValueError(
+        f"fit_ood needs (n, C) features of at least 2 training images and 1 held-out image, got {f.shape} and "
+        f"{np.shape(features_holdout)}.")
+    if method == 'mahalanobis':
+        from sklearn.covariance import LedoitWolf
+        lw = LedoitWolf().fit(f)
+        arrays = {'mean': lw.location_.astype(np.float32), 'precision': lw.precision_.astype(np.float32)}
+        extra = {'shrinkage': round(float(lw.shrinkage_), 6)}
+    else:
+        ln = _log_norm(f)
+        arrays, extra = {'log_norm': np.array([ln.mean(), max(ln.std(), 1e-6)], np.float32)}, {}
+    held = _raw_scores(features_holdout, arrays, method, transform)
+    info = {'method': method, 'transform': transform, 'threshold': round(float(np.quantile(held, quantile)), 6), 'quantile': quantile,
+            'n_fit': int(len(f)), 'n_holdout': int(len(held)), 'n_features': int(f.shape[1]), 'feature': OOD_FEATURE} | extra
+    return arrays, info
+
+def ood_scores(features:np.ndarray, # (n, C) pooled features (torch: `pooled_features`; ONNX: `features.mean((2, 3))`)
+               arrays:dict, info:dict) -> np.ndarray:
+    "`(n,)` out-of-distribution scores: higher is less like the training images."
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != info['n_features']: raise ValueError(
+        f"ood_scores takes (n, {info['n_features']}) pooled features, not {features.shape}: pool the body's output "
+        "over height and width first (features.mean((2, 3))).")
+    return _raw_scores(features, arrays, info['method'], info.get('transform', 'none'))
+
+def in_distribution(scores:np.ndarray, info:dict) -> np.ndarray:
+    "Boolean array: True where the score is at most the stored threshold (NaN: False)."
+    return np.asarray(scores) <= info['threshold']
+
+# %% ../nbs/02_bundle.ipynb #4d60f9ae
+def save_ood(model_dir:str|Path, # the bundle to update
+             arrays:dict, info:dict, # from `fit_ood`
+            ) -> BundleConfig:
+    "Write `ood.safetensors` to the bundle and record `info` (with the file's SHA-256) in its config's `ood` field."
+    from safetensors.numpy import save_file
+    config, path = read_config(model_dir), Path(model_dir)/OOD_FILE
+    _replace_atomically(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp,
+                                                    metadata={'method': info['method']}))
+    config.ood = {'file': OOD_FILE, **info, 'sha256': _sha256(path.read_bytes()),
+                  'weights_sha256': (config.reference or {}).get('weights_sha256'), 'fitted_at': time.strftime('%Y-%m-%d %H:%M:%S')}
+    write_config(config, model_dir)
+    return config
+
+_OOD_ARRAYS = {'mahalanobis': lambda c: {'mean': (c,), 'precision': (c, c)}, 'norm': lambda c: {'log_norm': (2,)}}
+
+def load_ood(model_dir:str|Path) -> tuple[dict, dict]|None:
+    "`(arrays, info)` of the bundle's out-of-distribution statistics, checked; None when it has none."
+    from safetensors.numpy import load
+    config = read_config(model_dir)
+    info = config.ood
+    if not info: return None
+    weights = (config.reference or {}).get('weights_sha256')
+    if info.get('weights_sha256') and weights and info['weights_sha256'] != weights: raise BundleError(
+        f"{Path(model_dir)/info.get('file', OOD_FILE)} was fitted on the features of other weights (SHA-256 "
+        f"{info['weights_sha256'][:12]}..., the bundle's are {weights[:12]}...): fit the statistics again for these weights "
+        "(fit_ood, save_ood).")
+    path = Path(model_dir)/info.get('file', OOD_FILE)
+    fix = "fit the statistics again (fit_ood, save_ood) or restore the file"
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise BundleError(f"{path} is missing, but config.json's field 'ood' records it: {fix}.") from None
+    if info.get('sha256') and _sha256(data) != info['sha256']:
+        raise BundleError(f"{path} is not the file config.json records (SHA-256 {_sha256(data)[:12]}..., recorded "
+                          f"{info['sha256'][:12]}...): it was damaged or replaced; {fix}.")
+    try: arrays = load(data)
+    except Exception as e: raise BundleError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): {fix}.") from None
+    shapes = _OOD_ARRAYS.get(info.get('method'), lambda c: None)(info.get('n_features'))
+    if shapes is None: raise BundleError(f"{CONFIG_FILE}: field 'ood' names method {info.get('method')!r}, not one of "
+                                         f"{OOD_METHODS}: update chexpert_nb or {fix}.")
+    if info.get('transform', 'none') not in OOD_TRANSFORMS: raise BundleError(
+        f"{CONFIG_FILE}: field 'ood' names transform {info.get('transform')!r}, not one of {OOD_TRANSFORMS}: update chexpert_nb or {fix}.")
+    got = {k: tuple(v.shape) for k, v in arrays.items()}
+    if got != shapes: raise BundleError(f"{path} holds arrays {got} where method {info['method']!r} with "
+                                        f"{info.get('n_features')} features needs {shapes}: {fix}.")
+    if not all(np.isfinite(v).all() for v in arrays.values()):
+        raise BundleError(f"{path} holds NaN or infinite values: {fix}.")
+    return arrays, info
+
+# %% ../nbs/02_bundle.ipynb #eddcb6a5
+RADIOGRAPH_MODALITIES = ('CR', 'DX', 'RG', 'DR')  # computed, digital and plain radiography ('DR': common, non-standard)
+MODALITY_NAMES = {'CT': 'CT', 'MR': 'MR (magnetic resonance)', 'US': 'ultrasound', 'NM': 'nuclear medicine',
+                  'PT': 'PET', 'MG': 'mammography', 'XA': 'X-ray angiography', 'RF': 'fluoroscopy',
+                  'SC': 'a secondary capture (a screenshot or a scan of an image)', 'OT': "modality 'other'",
+                  'DOC': 'a document', 'IO': 'an intra-oral dental X-ray', 'PX': 'a panoramic dental X-ray'}
+LATERAL_VIEWS = ('LL', 'RL', 'LAT', 'LATERAL')  # ViewPosition values of a lateral view
+
+def _tag(tags, keyword:str) -> str:
+    v = tags.get(keyword) if hasattr(tags, 'get') else None
+    if v is None: return ''
+    v = getattr(v, 'value', v)  # a pydicom DataElement
+    return str(v).strip().upper()
+
+def plain_language_notes(tags, # DICOM tag values by keyword (a dict, or a pydicom Dataset): Modality, BodyPartExamined, ViewPosition
+                         config:BundleConfig|None=None, # the model's config: says whether it was trained on frontal views only
+                        ) -> list[str]:
+    "Sentences saying where a DICOM's tags show it is not what the model was trained on (empty: nothing to say)."
+    notes = []
+    modality, part, view = _tag(tags, 'Modality'), _tag(tags, 'BodyPartExamined'), _tag(tags, 'ViewPosition')
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        notes.append(f"{MODALITY_NAMES.get(modality, f'modality {modality}')}, not a radiograph: the model was trained "
+                     "on chest radiographs")
+    if part and not any(k in part for k in ('CHEST', 'THORA', 'TORAX', 'LUNG')):
+        notes.append(f"body part: {part}, not chest")
+    if view in LATERAL_VIEWS:
+        notes.append('lateral view' + (', model trained on frontal views only' if config is not None and config.frontal_only else ''))
+    return notes
