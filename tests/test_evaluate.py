@@ -38,7 +38,8 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     scored = [o['observation'] for o in ev['observations'] if not o['unscorable']]
     for o in ev['observations']:
         if o['unscorable']: assert o['auroc'] is None and o['threshold'] is None
-        else: assert o['auroc_low'] <= o['auroc'] <= o['auroc_high'] and 0 <= o['sensitivity'] <= 1
+        else: assert o['auroc_low'] <= o['auroc'] <= o['auroc_high'] and 0 <= o['threshold'] <= 1 and 0 <= o['ece'] <= 1 \
+                     and (o['sensitivity_other_half'] is None or 0 <= o['sensitivity_other_half'] <= 1)
     m = ev['competition_mean']
     assert m['tasks'] == [t for t in COMPETITION_TASKS if t in scored]
     assert np.isclose(m['auroc'], np.mean([o['auroc'] for o in ev['observations'] if o['observation'] in m['tasks']]))
@@ -52,7 +53,9 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert ev['thresholds']['written'] == scored and f"for {len(scored)} observation(s), written to" in r.stdout
     assert f"kept {len(set(before['thresholds']) - set(scored))} from before: fixed (test) on no recorded CSV" in r.stdout \
         or not set(before['thresholds']) - set(scored)
-    assert (model/'roc.png').stat().st_size > 10_000
+    assert (model/'roc.png').stat().st_size > 10_000 and (model/'reliability.png').stat().st_size > 10_000
+    assert ev['calibration']['bundle'] is None and ev['calibration']['fitted']['recorded'] is False  # fitted, not recorded
+    assert 'the bundle has none' in r.stdout and 'not recorded (--calibrate records them)' in r.stdout
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
     from chexpert_nb.infer import Predictor
@@ -148,3 +151,70 @@ def test_thresholds_are_written_only_when_scored_and_asked(bundle, sample_dir, t
     r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save')
     assert r.returncode == 0 and 'wrote nothing (--no-save)' in r.stdout, r.stderr
     assert {f.name: f.stat().st_mtime_ns for f in model.iterdir()} == files
+
+
+def _table(model): return pd.read_csv(model/'evaluation.csv', index_col=0)
+
+
+def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, sample_dir, tmp_path):
+    "--calibrate fits a temperature per observation on the CSV's studies and records them with the CSV; AUROC stays."
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    csv = sample_dir/'valid.csv'
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', '--no-save')
+    assert r.returncode == 0 and 'wrote nothing (--no-save)' in r.stdout, r.stderr
+    assert 'calibration' not in json.loads((model/'config.json').read_text()) or \
+        not json.loads((model/'config.json').read_text())['calibration']  # --no-save: not recorded
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate')
+    assert r.returncode == 0 and f"recorded in {model/'config.json'}" in r.stdout, r.stderr
+    first, ev = _table(model), json.loads((model/'evaluation.json').read_text())
+    calibration = json.loads((model/'config.json').read_text())['calibration']
+    assert calibration['fitted_on']['csv'] == str(csv) and calibration['method'] == 'temperature'
+    scored = first.index[first.unscorable.isna()].tolist()
+    assert sorted(calibration['temperatures']) == sorted(scored)
+    assert calibration['fitted_on']['n_studies'] == {o: int(first.loc[o, 'n_studies']) for o in scored}
+    assert np.allclose([calibration['temperatures'][o] for o in scored], first.loc[scored, 'temperature'], atol=1e-6)
+    before, after = ev['calibration']['fitted']['ece_mean_before'], ev['calibration']['fitted']['ece_mean_after']
+    assert after < before, (before, after)
+    # the next evaluation gets the calibrated probabilities: ECE as fitted, AUROC and its interval to the last digit
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds')
+    assert r.returncode == 0 and "the bundle's temperatures (fitted on " + str(csv) in r.stdout, r.stderr
+    again = _table(model)
+    cols = ['auroc', 'auroc_low', 'auroc_high']
+    assert (again[cols].fillna(-1) == first[cols].fillna(-1)).all().all()
+    assert np.allclose(again.loc[scored, 'ece'], first.loc[scored, 'ece_fitted'], atol=1e-4)
+    assert not np.allclose(again.loc[scored, 'ece'], first.loc[scored, 'ece'])
+    assert 'temperature' not in again.columns  # a calibrated bundle is not refitted unless asked
+    preds = pd.read_csv(model/'evaluation_predictions.csv')
+    assert preds[scored].max().max() <= 1 and np.isclose(json.loads((model/'evaluation.json').read_text())['calibration']['ece_mean'], after)
+
+
+def test_threshold_sensitivity_is_measured_on_the_other_half(bundle, sample_dir, tmp_path):
+    "Chosen on one half of the patients, sensitivity/specificity on the other: recomputed here from the predictions."
+    from chexpert_nb.evaluate import choose_threshold, study_truth
+    from chexpert_nb.data import read_chexpert_csv
+    from chexpert_nb.labels import patient_split
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 20, '--seed', 3)
+    assert r.returncode == 0, r.stderr
+    ev, table = json.loads((model/'evaluation.json').read_text()), _table(model)
+    labels = read_chexpert_csv(sample_dir/'valid.csv', root=sample_dir)
+    a, b = (set(h['study']) for h in patient_split(labels.drop_duplicates('study'), 0.5, seed=3))
+    assert ev['threshold_split']['n_studies'] == [len(a), len(b)] and len(a) + len(b) == ev['n_studies']
+    assert f"threshold chosen on {len(a)} studies, sensitivity/specificity on the other {len(b)}" in r.stdout
+    probs = pd.read_csv(model/'evaluation_predictions.csv').groupby('study')[OBSERVATIONS].max()
+    truth = study_truth(labels).loc[probs.index]
+    checked = 0
+    for o in OBSERVATIONS:
+        y, p = truth[o], probs[o]
+        on, off = y.index.isin(list(a)) & y.notna(), y.index.isin(list(b)) & y.notna()
+        if not (0 < y[on].sum() < on.sum() and 0 < y[off].sum() < off.sum()):
+            assert np.isnan(table.loc[o, 'threshold_a']); continue
+        t = choose_threshold(y[on].to_numpy(), p[on].to_numpy())['threshold']
+        assert np.isclose(table.loc[o, 'threshold_a'], t)
+        assert np.isclose(table.loc[o, 'sensitivity_b'], (p[off & (y == 1)] >= t).mean())
+        assert np.isclose(table.loc[o, 'specificity_b'], (p[off & (y == 0)] < t).mean())
+        checked += 1
+    assert checked >= 1
+    config = json.loads((model/'config.json').read_text())  # the bundle's threshold: chosen on all the studies
+    for o in table.index[table.threshold.notna()]: assert np.isclose(config['thresholds'][o], table.loc[o, 'threshold'])
+    assert ev['threshold_chosen_on'] == f"all {ev['n_studies']} studies with a prediction"
