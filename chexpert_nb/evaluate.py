@@ -432,7 +432,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if dataset is not None and root is None: raise ValueError(f"--dataset {dataset} needs --root, the folder of its download")
     model_dir = Path(model_dir)
-    predictor = Predictor.from_bundle(model_dir, device)  # a broken bundle fails here, before the CSV is read
+    predictor = Predictor.from_bundle(model_dir, device, calibrated=False)  # a broken bundle fails here, before the CSV is read
     config = predictor.config  # raw probabilities from the predictor; the bundle's calibration is applied here
     if dataset is None:
         csv = Path(csv)
@@ -446,9 +446,9 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
     if not len(df): raise ValueError(f"{source}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], batch_size)
-    rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err) for _, p, err, _ood in
+    rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err, ood) for _, p, err, ood in
             (_progress(results, len(df)) if progress else results)]
-    per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error'])
+    per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error', 'ood_score'])
     per_image.insert(0, 'study', df['study']); per_image.insert(1, 'file', df['file'])
     raw, obs = per_image.copy(), predictor.observations
     per_image[obs] = with_temperatures(raw[obs], (config.calibration or {}).get('temperatures') or {})  # as the bundle gives them
@@ -462,7 +462,8 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
                'n_failed_images': int(failed.sum()), 'frontal_only': frontal_only, **summary,
                'policy': before.policy, 'published': {'irvin2019_best_of_5_policies_auroc': PAPER_AUROC,
                                                       'irvin2019_note': PAPER_NOTE, 'pham2020_mean_auroc': PHAM_2020_MEAN_AUROC},
-               'failed_images': dict(zip(per_image.file[failed], per_image.error[failed])), 'calibration': calibration}
+               'failed_images': dict(zip(per_image.file[failed], per_image.error[failed])), 'calibration': calibration,
+               'ood': ood_summary(per_image, predictor.ood[1] if predictor.ood else None)}
     written = _write_thresholds(model_dir, table, threshold, source) if save and save_thresholds else []
     fitted = calibration['fitted']
     if calibrate and save and fitted['temperatures']:
@@ -538,6 +539,10 @@ def _summary_text(table:pd.DataFrame, summary:dict) -> str:
     lines.append(f"  * paper: {PAPER_NOTE}; this model's policy: {_policy_text(summary['policy'])}")
     lines.append("  published 5-task means, Pham et al. 2020: " + ', '.join(f"{v:.3f} ({k})" for k, v in PHAM_2020_MEAN_AUROC.items()))
     if summary['unscorable']: lines.append("  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
+    ood = summary['ood']
+    lines.append(f"  out of distribution: {ood['note']}" + (': ' + ', '.join(Path(f).name for f in ood['flagged'][:5]) +
+                 (f" and {len(ood['flagged']) - 5} more (evaluation.json)" if len(ood['flagged']) > 5 else '')
+                 if ood.get('flagged') else ''))
     return '\n'.join(lines + _heldout_text(summary) + _calibration_text(summary) + _thresholds_text(summary))
 
 @call_parse

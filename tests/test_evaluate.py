@@ -218,3 +218,26 @@ def test_threshold_sensitivity_is_measured_on_the_other_half(bundle, sample_dir,
     config = json.loads((model/'config.json').read_text())  # the bundle's threshold: chosen on all the studies
     for o in table.index[table.threshold.notna()]: assert np.isclose(config['thresholds'][o], table.loc[o, 'threshold'])
     assert ev['threshold_chosen_on'] == f"all {ev['n_studies']} studies with a prediction"
+
+
+def test_the_share_out_of_distribution_is_reported(bundle, sample_dir, tmp_path):
+    "No statistics: said so; with statistics fitted on the training images: the flagged images, as their scores say."
+    from PIL import Image
+    from chexpert_nb.bundle import fit_ood, load_bundle, pooled_features, save_ood
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save-thresholds')
+    assert r.returncode == 0 and 'out of distribution: no OOD statistics in this bundle' in r.stdout, r.stderr
+    assert json.loads((model/'evaluation.json').read_text())['ood'] == {'statistics': False, 'note': 'no OOD statistics in this bundle'}
+    net, config = load_bundle(model, 'cpu')
+    train = pd.read_csv(sample_dir/'train.csv').Path
+    imgs = [Image.open(sample_dir/p).convert('L') for p in train[:40]]
+    feats = pooled_features(net, imgs, config)
+    save_ood(model, *fit_ood(feats[:30], feats[30:], quantile=0.5))  # a strict threshold: some valid images are flagged
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save-thresholds')
+    assert r.returncode == 0, r.stderr
+    ood = json.loads((model/'evaluation.json').read_text())['ood']
+    preds = pd.read_csv(model/'evaluation_predictions.csv')
+    above = preds.ood_score > ood['threshold']
+    assert ood['statistics'] and ood['n_scored'] == len(preds) and ood['n_flagged'] == int(above.sum())
+    assert ood['flagged'] == preds.file[above].tolist() and np.isclose(ood['share_flagged'], above.mean())
+    assert f"out of distribution: {ood['n_flagged']} of {len(preds)} images" in r.stdout
