@@ -540,7 +540,7 @@ def _summary_text(table:pd.DataFrame, summary:dict) -> str:
     lines.append("  published 5-task means, Pham et al. 2020: " + ', '.join(f"{v:.3f} ({k})" for k, v in PHAM_2020_MEAN_AUROC.items()))
     if summary['unscorable']: lines.append("  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
     ood = summary['ood']
-    lines.append(f"  out of distribution: {ood['note']}" + (': ' + ', '.join(Path(f).name for f in ood['flagged'][:5]) +
+    lines.append(f"  out of distribution: {ood['note']}" + (': ' + ', '.join('/'.join(Path(f).parts[-3:]) for f in ood['flagged'][:5]) +
                  (f" and {len(ood['flagged']) - 5} more (evaluation.json)" if len(ood['flagged']) > 5 else '')
                  if ood.get('flagged') else ''))
     return '\n'.join(lines + _heldout_text(summary) + _calibration_text(summary) + _thresholds_text(summary))
