@@ -84,7 +84,7 @@ def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_
 def test_evaluate_reports_bad_input(bundle, sample_dir, tmp_path):
     model = tmp_path/'m'; shutil.copytree(bundle, model)
     r = _evaluate('--model', model)
-    assert r.returncode != 0 and '--model and --csv are required' in r.stderr
+    assert r.returncode != 0 and '--model and --csv (or --dataset and --root) are required' in r.stderr
     csv = tmp_path/'valid.csv'
     df = pd.read_csv(sample_dir/'valid.csv'); df.loc[0, 'Path'] = df.loc[0, 'Path'].replace('view1', 'view9')
     df.to_csv(csv, index=False)
