@@ -66,7 +66,7 @@ def _fmt_ood(ood) -> str:
     if not ood: return NO_OOD
     q = ood.get('quantile')
     return (f"out-of-distribution check: {ood.get('method', '?')} on the model's features" +
-            (f", passing {q:.0%} of {ood.get('n_holdout', '?')} held-out training images" if q is not None else ''))
+            (f", passing {q:.0%} of {ood.get('n_holdout', '?')} held-out images like the training ones" if q is not None else ''))
 
 def model_summary(config) -> str: # a `BundleConfig` (or its dict)
     "One line about a bundle's config: architecture, input size, data, headline metric, thresholds and where they come from, OOD check."
@@ -211,7 +211,7 @@ def table_html(table:pd.DataFrame, # from `study_table`
         src = html.escape(threshold_source(sources.get(obs))) if not np.isnan(r['threshold']) else 'no threshold saved'
         rows.append(f'<tr data-observation="{html.escape(obs)}"><td class="obs">{html.escape(obs)}{mark}</td>'
                     f'{study}{_fmt(r["study"])}</td>{cells}<td class="threshold" title="{src}">{_fmt(r["threshold"])}</td>'
-                    f'<td class="decision {dec.replace(" ", "-")}">{dec}</td></tr>')
+                    f'<td class="decision {dec.replace(" ", "-")}{" from-flagged" * bool(only[obs])}">{dec}</td></tr>')
     used = sorted({threshold_source(sources.get(o), detail=False) for o in table.index[table['threshold'].notna()]})
     th_tip = html.escape('thresholds ' + ' / '.join(used) if used else 'no thresholds saved with this model')
     study_head = 'study (max, flagged views only)' if views and flagged == set(views) else 'study (max)'
@@ -266,7 +266,7 @@ table.chexpert-table th, table.chexpert-table td { padding: 2px 8px; border-bott
                                                    white-space: nowrap; }
 table.chexpert-table td.obs { text-align: left; } td.study-prob { font-weight: bold; }
 td.decision.positive { color: #b03a2e; font-weight: bold; } td.decision.no-threshold { color: #999; }
-table.chexpert-table .ood-flagged, table.chexpert-table td.from-flagged, .chexpert-card.card-ood .file-ok,
+table.chexpert-table .ood-flagged, table.chexpert-table td.from-flagged, table.chexpert-table td.decision.from-flagged, .chexpert-card.card-ood .file-ok,
 .chexpert-card.card-ood .cam-prob { color: #aaa; }
 table.chexpert-table th.ood-flagged::before { content: "\\26A0  "; color: #b03a2e; }
 .ood-warning { color: #b03a2e; background: #fdecea; border-left: 3px solid #b03a2e; padding: 2px 6px; max-width: 260px; }
