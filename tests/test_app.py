@@ -136,6 +136,13 @@ def test_a_photograph_is_flagged_an_xray_is_not(ood_models, xrays):
     assert app.table_html.value.count('<td class="image-prob ood-flagged">') == 14
     assert '1 of 2 view(s) do not look like the chest X-rays' in app.status.value
 
+def test_dicom_notes_beside_the_image(app, xrays):
+    "A CT's DICOM tags give plain-language notes on its card; the X-ray's card has none."
+    arr = np.asarray(Image.open(io.BytesIO(xrays[0][1])).convert('L'), dtype=np.uint16) * 16
+    app.upload.value = [_file(*xrays[0]), _file('head-ct.dcm', make_dicom(arr, Modality='CT', BodyPartExamined='HEAD'))]
+    xray_card, ct_card = [c.children[-1].value for c in app.files.children]
+    assert 'CT, not a radiograph' in ct_card and 'body part: HEAD, not chest' in ct_card and 'dicom-notes' not in xray_card
+
 def test_no_ood_statistics(app, xrays):
     "A bundle without statistics: nothing said per image, the model line says there is no check."
     from chexpert_nb.app import OOD_WARNING, NO_OOD
