@@ -279,7 +279,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
     if not len(df): raise ValueError(f"{source}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], batch_size)
-    rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err) for _, p, err in
+    rows = [(*(p if p is not None else [np.nan] * len(OBSERVATIONS)), err) for _, p, err, _ood in
             (_progress(results, len(df)) if progress else results)]
     per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error'])
     per_image.insert(0, 'study', df['study']); per_image.insert(1, 'file', df['file'])

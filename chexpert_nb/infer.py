@@ -11,16 +11,15 @@ from typing import Annotated
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from fastcore.script import call_parse, CliError
-from .bundle import BundleConfig, load_bundle, preprocess
+from fastcore.script import call_parse, CliError, store_true
+from .bundle import BundleConfig, calibrate, load_ood, ood_scores, in_distribution, plain_language_notes
 from .data import OBSERVATIONS
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'StudyResult',
-           'aggregate_studies', 'Predictor', 'overlay', 'find_images', 'skipped_text', 'predict_files',
-           'predict_to_csv', 'predict_cli', 'image_batch', 'TorchEngine', 'OnnxEngine', 'make_engine']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'image_batch', 'TorchEngine',
+           'OnnxEngine', 'make_engine', 'StudyResult', 'dicom_tags', 'aggregate_studies', 'Predictor', 'overlay',
+           'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -191,299 +190,6 @@ def _load_image(src, name:str, max_pixels:int) -> Image.Image:
     if min(img.size) < 2: raise ImageLoadError(f"{name} is {img.size[0]}x{img.size[1]} pixels: too small to be an X-ray.")
     return img
 
-# %% ../nbs/06_infer.ipynb #c7bbe017
-@dataclass
-class StudyResult:
-    "The prediction for one study: per image, aggregated, and the decisions at the saved thresholds."
-    per_image: pd.DataFrame  # one row per input: name, the 14 probabilities (NaN when it failed), error ('' if none)
-    study: pd.Series  # the 14 study-level probabilities (aggregated over the images that loaded; NaN if none did)
-    decisions: pd.Series  # True/False at each saved threshold; None where there is no threshold
-    errors: dict  # name -> the error message of each image that failed
-    images: dict = field(default_factory=dict, repr=False)  # name -> the loaded grayscale image (for heatmaps)
-
-def _unique_names(names):
-    "Names made unique by appending ' (2)', ' (3)'... to repeats."
-    seen, out = {}, []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
-    return out
-
-# %% ../nbs/06_infer.ipynb #ad766868
-def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
-                      how:str='max', # 'max' over the study's images (this project's choice) or 'mean'
-                      observations:list=OBSERVATIONS) -> pd.DataFrame:
-    "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
-    if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
-    return per_image.groupby('study', sort=False)[list(observations)].agg(how)
-
-# %% ../nbs/06_infer.ipynb #9eb90314
-class _ObservationTarget:
-    "Grad-CAM target: the log-odds behind an observation's probability (its logit, or z_pos - z_neg for U-MultiClass)."
-    def __init__(self, sl:slice): self.sl = sl
-    def __call__(self, out):
-        if self.sl.stop - self.sl.start == 1: return out[..., self.sl.start]
-        return out[..., self.sl.start + 1] - out[..., self.sl.start]
-
-def _last_conv_layer(model:torch.nn.Module) -> torch.nn.Module:
-    "The last 2-D convolution or batch norm: for DenseNet-121, `features.norm5`."
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
-    if not layers: raise ValueError("the model has no Conv2d/BatchNorm2d layer for Grad-CAM: pass `layer`.")
-    return layers[-1]
-
-# %% ../nbs/06_infer.ipynb #e5837de7
-class Predictor:
-    "Probabilities, study results and Grad-CAM heatmaps from a model and its bundle config."
-    def __init__(self, model:torch.nn.Module, config:BundleConfig, device:str|None=None):
-        from chexpert_nb.labels import output_slices
-        self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-        self.model, self.config = model.to(self.device).eval(), config
-        self.observations = list(config.observations)
-        self.policy = {o: config.policy[o] for o in self.observations}
-        self.slices = output_slices(self.policy)
-        self.thresholds = {o: float(t) for o, t in config.thresholds.items()}
-
-    @classmethod
-    def from_bundle(cls, model_dir:str|Path, device:str|None=None) -> Predictor:
-        "A predictor for the bundle in `model_dir` (no unpickling)."
-        device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-        return cls(*load_bundle(model_dir, device), device=device)
-
-    def _probs(self, x:torch.Tensor) -> np.ndarray:
-        from chexpert_nb.labels import to_probs
-        with torch.inference_mode(): return to_probs(self.model(x.to(self.device)), self.policy).cpu().numpy()
-
-    def _input(self, src, name:str|None=None) -> tuple[Image.Image, torch.Tensor]:
-        "The loaded image and its model input; any failure is an `ImageLoadError` naming the file."
-        img = load_image(src, name)
-        try: return img, preprocess(img, self.config)
-        except Exception as e:
-            raise ImageLoadError(f"{name or _name_of(src)} loaded but cannot be preprocessed for the model ({type(e).__name__}: "
-                                 f"{e}); export it again as PNG, JPEG or DICOM.") from e
-
-    def _forward(self, xs:list, names:list) -> list:
-        "`(probabilities, '')` per model input, or `(None, error)` for one the model fails on (retried one by one)."
-        if not xs: return []
-        try: return [(p, '') for p in self._probs(torch.stack(xs))]
-        except Exception as e:
-            if len(xs) > 1: return [r for x, n in zip(xs, names) for r in self._forward([x], [n])]
-            return [(None, f"{names[0]}: the model failed on this image ({type(e).__name__}: {e}).")]
-
-    def predict(self, images:list, # PIL images, paths or bytes (each loaded with `load_image`)
-                batch_size:int=16) -> np.ndarray:
-        "`(n, 14)` probabilities in `observations` order; raises `ImageLoadError` for an unusable image."
-        if isinstance(images, (str, Path, bytes, Image.Image)): images = [images]
-        out = [np.empty((0, len(self.observations)), np.float32)]
-        for i in range(0, len(images), batch_size):
-            out.append(self._probs(torch.stack([self._input(im)[1] for im in images[i:i + batch_size]])))
-        return np.concatenate(out)
-
-    def predict_study(self, items:list, # (name, bytes|path|PIL image) pairs, or paths, of one study's images
-                      aggregate:str='max', # 'max' over the images or 'mean'
-                     ) -> StudyResult:
-        "Per-image probabilities, the study-level aggregate, and decisions at the saved thresholds; bad images are listed."
-        if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
-        items = [it if isinstance(it, tuple) else (str(it), it) for it in items]
-        names = _unique_names([str(n) for n, _ in items])
-        images, inputs, errors, probs = {}, {}, {}, {}
-        for name, (_, src) in zip(names, items):
-            try: images[name], inputs[name] = self._input(src, name)
-            except ImageLoadError as e: errors[name] = str(e)
-        for name, (p, err) in zip(inputs, self._forward(list(inputs.values()), list(inputs))):
-            if p is None: errors[name] = err; del images[name]
-            else: probs[name] = p
-        nan = np.full(len(self.observations), np.nan)
-        per_image = pd.DataFrame([probs.get(n, nan) for n in names], columns=self.observations)
-        per_image.insert(0, 'name', names)
-        per_image['error'] = [errors.get(n, '') for n in names]
-        study = aggregate_studies(per_image.assign(study=0), aggregate, self.observations).iloc[0]
-        decisions = pd.Series({o: None if o not in self.thresholds or np.isnan(study[o]) else bool(study[o] >= self.thresholds[o])
-                               for o in self.observations}, dtype=object)
-        return StudyResult(per_image, study.rename('probability'), decisions, {n: errors[n] for n in names if n in errors}, images)
-
-    def gradcam(self, img, # PIL image, path or bytes
-                observation:str, # one of `observations`
-                layer:torch.nn.Module|None=None, # default: the last Conv2d/BatchNorm2d of the model
-               ) -> np.ndarray:
-        "An `(H, W)` heatmap in [0, 1] at the image's size: where the model's evidence for `observation` lies."
-        from pytorch_grad_cam import GradCAM
-        if observation not in self.observations:
-            raise ValueError(f"unknown observation {observation!r}: choose one of {self.observations}")
-        img = load_image(img)
-        x = preprocess(img, self.config)[None].to(self.device)
-        target = _ObservationTarget(self.slices[self.observations.index(observation)])
-        with torch.enable_grad(), GradCAM(model=self.model, target_layers=[layer or _last_conv_layer(self.model)]) as cam:
-            heat = cam(input_tensor=x, targets=[target])[0]
-        heat = np.asarray(Image.fromarray(heat.astype(np.float32), 'F').resize(img.size, Image.BILINEAR))
-        return heat.clip(0, 1)
-
-# %% ../nbs/06_infer.ipynb #fb577a2e
-def overlay(img:Image.Image, # the X-ray (any mode)
-            heatmap:np.ndarray, # from `Predictor.gradcam`, any size (resized to the image)
-            alpha:float=0.4, # weight of the heatmap's colours
-            cmap:str='jet') -> Image.Image:
-    "An RGB image of `img` with `heatmap` drawn over it in colour."
-    import matplotlib
-    base = np.asarray(to_gray(img).convert('RGB'), dtype=np.float32) / 255
-    if heatmap.shape != base.shape[:2]:
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), 'F').resize(img.size, Image.BILINEAR))
-    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
-    return Image.fromarray(np.uint8(255 * ((1 - alpha) * base + alpha * colour).clip(0, 1)))
-
-# %% ../nbs/06_infer.ipynb #d391822f
-def _has_dicm(path:str) -> bool:
-    try:
-        with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
-    except OSError: return False
-
-def find_images(inputs:list, # files and folders
-                skipped:Counter|None=None, # counts what folders hold besides images: by suffix, and 'unreadable folder'
-               ):
-    "Yield the image files among `inputs`, walking folders in sorted order; named files are yielded as given."
-    def unreadable(e):
-        if skipped is not None: skipped['unreadable folder'] += 1
-    for src in inputs:
-        src = str(src)
-        if not os.path.isdir(src): yield src; continue  # a named file (or a missing one: it fails with its error)
-        for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
-            dirnames.sort()
-            for f in sorted(filenames):
-                p = os.path.join(dirpath, f)
-                if f.lower().endswith(IMAGE_SUFFIXES) or ('.' not in f and _has_dicm(p)): yield p
-                elif skipped is not None: skipped[os.path.splitext(f)[1].lower() or 'no suffix'] += 1
-
-def skipped_text(skipped:Counter) -> str:
-    "'3 skipped: 2 .gif, 1 .pdf; 1 unreadable folder' (or '')."
-    files = {k: n for k, n in skipped.most_common() if k != 'unreadable folder'}
-    parts = [f"{sum(files.values())} skipped: " + ', '.join(f"{n} {k}" for k, n in files.items())] if files else []
-    if skipped['unreadable folder']: parts.append(f"{skipped['unreadable folder']} unreadable folder"
-                                                 + 's' * (skipped['unreadable folder'] > 1))
-    return '; '.join(parts)
-
-def predict_files(predictor:Predictor, paths, # an iterable of paths (e.g. `find_images(...)`)
-                  batch_size:int=16):
-    "Yield `(path, probabilities or None, error)` for every path, `batch_size` at a time; a bad file costs only its row."
-    def flush(batch):
-        ok = [(p, x) for p, x, _ in batch if x is not None]
-        res = iter(predictor._forward([x for _, x in ok], [p for p, _ in ok]))
-        for p, x, err in batch: yield (p, *next(res)) if x is not None else (p, None, err)
-    batch = []
-    for p in paths:
-        try: batch.append((p, predictor._input(p)[1], ''))
-        except ImageLoadError as e: batch.append((p, None, str(e)))
-        if len(batch) == batch_size: yield from flush(batch); batch = []
-    if batch: yield from flush(batch)
-
-# %% ../nbs/06_infer.ipynb #5bb78a05
-class _OutError(ValueError): "An output file that cannot or must not be written."
-
-def _check_out(out:Path, sources:list) -> Path:
-    "`out`, if it can be the CSV: not a folder, in a folder that exists, not one of the `sources` files."
-    if out.is_dir(): raise _OutError(f"--out {out} is a folder: name a CSV file in it, e.g. {out/'predictions.csv'}")
-    if not out.parent.is_dir(): raise _OutError(f"--out {out}: its folder does not exist; create it first.")
-    if out.exists():
-        for s in sources:
-            if os.path.exists(s) and os.path.samefile(s, out):
-                raise _OutError(f"--out {out} is one of the inputs ({s}): writing predictions there would destroy it; "
-                                "choose another --out.")
-    return out
-
-def _csv_text(v) -> str:
-    "A CSV cell that is valid UTF-8: bytes of a non-UTF-8 file name (surrogates) become `\\xNN` escapes."
-    return v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace') if isinstance(v, str) else v
-
-def _progress(results, total:int, every:float=5.0, file=None):
-    "Yield `results`: a fastprogress bar on a terminal, else a line 'predicted i/total images' at most every `every` s."
-    file = file or sys.stderr
-    if file.isatty():
-        from fastprogress.fastprogress import progress_bar
-        yield from progress_bar(results, total=total); return
-    last = time.monotonic()
-    for i, r in enumerate(results, 1):
-        yield r
-        if time.monotonic() - last >= every or i == total:
-            print(f"predicted {i}/{total} images", file=file, flush=True); last = time.monotonic()
-
-def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
-                   out:str|Path, # the CSV to write (replaced only at the end)
-                   batch_size:int=16, progress:bool=True,
-                   max_views:int=6, # folders with 2..max_views images get a study row; 0: no study rows
-                   aggregate:str='max', # a study row is the 'max' or 'mean' of its images
-                   every:float=5.0, # seconds between progress lines when stderr is not a terminal
-                  ) -> dict:
-    "Predict every image under `inputs` into the CSV `out`; returns counts {'images', 'failed', 'studies', 'skipped'}."
-    skipped = Counter()
-    paths = list(find_images(inputs, skipped))  # the paths only, to size the progress bar
-    out = _check_out(Path(out), [*map(str, inputs), *paths])
-    obs, nan = predictor.observations, np.full(len(predictor.observations), np.nan)
-    folders = {}  # folder -> its images' probabilities (NaN: failed) while it has at most max_views images, else None
-    n_failed, fmt = 0, (lambda v: '' if np.isnan(v) else f"{v:.6f}")
-    try: fd, tmp = tempfile.mkstemp(prefix=f'{out.name}.', suffix='.partial', dir=out.parent)
-    except OSError as e: raise _OutError(f"--out {out}: cannot write in {out.parent} ({e.strerror}); choose a folder you can write to.") from e
-    try:
-        with open(fd, 'w', newline='', encoding='utf-8') as fh:
-            w = csv.writer(fh)
-            def row(*cells): w.writerow([_csv_text(c) for c in cells]); fh.flush()
-            row('path', 'level', *obs, 'error')
-            results = predict_files(predictor, paths, batch_size)
-            for path, probs, err in (_progress(results, len(paths), every) if progress else results):
-                row(path, 'image', *map(fmt, nan if probs is None else probs), err)
-                n_failed += probs is None
-                folder = os.path.dirname(os.path.abspath(path))
-                views = folders.setdefault(folder, [])
-                if views is not None: views.append(nan if probs is None else probs)
-                if views is not None and len(views) > max_views: folders[folder] = None
-            studies = {f: v for f, v in folders.items() if v is not None and len(v) >= 2}
-            if studies:
-                per_image = pd.DataFrame([p for v in studies.values() for p in v], columns=obs)
-                per_image['study'] = [f for f, v in studies.items() for _ in v]
-                for folder, probs in aggregate_studies(per_image, aggregate, obs).iterrows():
-                    n, n_bad = len(studies[folder]), sum(bool(np.isnan(p).all()) for p in studies[folder])
-                    row(folder, 'study', *map(fmt, probs.to_numpy()),
-                        f"{n_bad} of {n} images failed" + ('' if n_bad < n else ': no prediction') if n_bad else '')
-        os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, out)
-    except BaseException as e:
-        if os.path.exists(tmp): e.add_note(f"the rows written so far are in {tmp}")
-        raise
-    return {'images': len(paths), 'failed': n_failed, 'studies': len(studies), 'skipped': dict(skipped)}
-
-def _umask() -> int:
-    mask = os.umask(0); os.umask(mask); return mask
-
-def _check_args(batch_size:int, max_views:int, device:str|None):
-    "A `CliError` for an argument no run can use, before any image is read."
-    if batch_size < 1: raise CliError(f"--batch-size {batch_size}: it is the number of images per forward pass, at least 1.")
-    if max_views < 0: raise CliError(f"--max-views {max_views}: it is at least 0 (0: no study rows).")
-    if device is None: return
-    try: dev = torch.device(device)
-    except RuntimeError as e: raise CliError(f"--device {device!r} is not a device ({e}); use 'cpu' or 'cuda'.") from e
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
-
-@call_parse
-def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DICOM)", {'nargs': '+'}],
-                model:str=None, # the model bundle folder, e.g. models/<name>
-                out:str='predictions.csv', # the CSV to write
-                batch_size:int=16, # images per forward pass
-                max_views:int=6, # a folder of 2..max_views images is a study and gets a study row; 0: none
-                device:str=None, # 'cpu' or 'cuda' (default: cuda when available)
-               ):
-    "Predict the 14 CheXpert observations for every image; exit status 1 when any file failed."
-    if model is None: raise CliError("--model is required: the bundle folder written by training, e.g. models/<name>")
-    _check_args(batch_size, max_views, device)
-    try: _check_out(Path(out), [])
-    except _OutError as e: raise CliError(str(e))
-    try: predictor = Predictor.from_bundle(model, device)
-    except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
-    try: counts = predict_to_csv(predictor, inputs, out, batch_size, max_views=max_views)
-    except _OutError as e: raise CliError(str(e))
-    except KeyboardInterrupt as e:
-        print('interrupted; ' + '; '.join(getattr(e, '__notes__', ['no row was written'])), file=sys.stderr); return 130
-    print(f"{out}: {counts['images']} images ({counts['failed']} failed), {counts['studies']} study rows", file=sys.stderr)
-    if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
-    if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
-    return int(counts['failed'] > 0 or counts['images'] == 0)
-
 # %% ../nbs/06_infer.ipynb #b39c3108
 import importlib.util
 from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config
@@ -549,6 +255,24 @@ class TorchEngine:
         if threads: torch.set_num_threads(threads)
         self.device = _torch_device(device)
         self.model, self.config = load_bundle(model_dir, self.device)
+
+    @classmethod
+    def from_model(cls, model, # a `Sequential(body, head)` model, e.g. `chexpert_nb.testing.TinyNet`
+                   config:BundleConfig, device:str='cpu') -> TorchEngine:
+        "An engine for a model in memory (tests, examples), without a bundle folder."
+        engine = cls.__new__(cls)
+        engine.device, engine.config, engine.model = device, config, model.to(device).eval()
+        return engine
+
+    def run(self, batch:np.ndarray, # uint8 (n, 1, size, size) from `image_batch`
+           ) -> tuple[np.ndarray, np.ndarray]:
+        "`(probabilities (n, 14), pooled features (n, C))`: the body's output averaged over space, for the OOD score."
+        import torch
+        from chexpert_nb.labels import to_probs
+        with torch.inference_mode():
+            features = self.model[0](self._input(batch))
+            probs = to_probs(self.model[1](features), self.config.policy)
+            return probs.cpu().numpy(), features.float().mean((2, 3)).cpu().numpy()
 
     def _input(self, batch:np.ndarray, one:bool=False):
         import torch
@@ -651,6 +375,13 @@ class OnnxEngine:
         _check_batch(batch, self.config, self.name)
         return self.session.run(['probs'], {'image': batch})[0]
 
+    def run(self, batch:np.ndarray, # uint8 (n, 1, size, size) from `image_batch`
+           ) -> tuple[np.ndarray, np.ndarray]:
+        "`(probabilities (n, 14), pooled features (n, C))`: the graph's `features` averaged over space, for the OOD score."
+        _check_batch(batch, self.config, self.name)
+        probs, features = self.session.run(['probs', 'features'], {'image': batch})
+        return probs, features.mean((2, 3))
+
     def heatmap(self, batch:np.ndarray, # uint8 (1, 1, size, size): one image from `image_batch`
                 observation:str, # one of `config.observations`
                ) -> np.ndarray:
@@ -680,3 +411,325 @@ def make_engine(model_dir:str|Path, # a bundle folder
     if engine == 'onnx': raise error(f"engine 'onnx' cannot run: {why}.")
     warnings.warn(f"using the torch engine: {why}.", stacklevel=2)
     return TorchEngine(model_dir, device, threads)
+
+# %% ../nbs/06_infer.ipynb #c7bbe017
+@dataclass
+class StudyResult:
+    "The prediction for one study: per image, aggregated, and the decisions at the saved thresholds."
+    per_image: pd.DataFrame  # one row per input: name, the 14 probabilities (NaN when it failed), error ('' if none)
+    study: pd.Series  # the 14 study-level probabilities (aggregated over the images that loaded; NaN if none did)
+    decisions: pd.Series  # True/False at each saved threshold; None where there is no threshold
+    errors: dict  # name -> the error message of each image that failed
+    images: dict = field(default_factory=dict, repr=False)  # name -> the loaded grayscale image (for heatmaps)
+    notes: dict = field(default_factory=dict)  # name -> plain-language notes from the file's DICOM tags (CT, lateral, ...)
+    ood_threshold: float|None = None  # the OOD score above which an image is flagged (None: no statistics in the bundle)
+
+def dicom_tags(src) -> dict:
+    "Modality, BodyPartExamined and ViewPosition of a DICOM source (path or bytes) where present; {} for anything else."
+    try:
+        data, name = _read_source(src, None) if not isinstance(src, Image.Image) else (b'', '')
+        if not data or not _is_dicom(data, name): return {}
+        import pydicom
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        return {k: str(ds.get(k)) for k in ('Modality', 'BodyPartExamined', 'ViewPosition') if ds.get(k) not in (None, '')}
+    except Exception: return {}  # the image itself was read (or refused) by `load_image`: its tags only add notes
+
+def _unique_names(names):
+    "Names made unique by appending ' (2)', ' (3)'... to repeats."
+    seen, out = {}, []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
+
+# %% ../nbs/06_infer.ipynb #ad766868
+def aggregate_studies(per_image:pd.DataFrame, # a `study` column and one probability column per observation
+                      how:str='max', # 'max' over the study's images (this project's choice) or 'mean'
+                      observations:list=OBSERVATIONS) -> pd.DataFrame:
+    "One row per study: the `how` of its images' probabilities (images that failed, NaN, are skipped)."
+    if how not in ('max', 'mean'): raise ValueError(f"how must be 'max' or 'mean', not {how!r}")
+    return per_image.groupby('study', sort=False)[list(observations)].agg(how)
+
+# %% ../nbs/06_infer.ipynb #e5837de7
+class Predictor:
+    "Probabilities (calibrated as the bundle says), out-of-distribution scores, study results and Grad-CAM heatmaps, on an engine."
+    def __init__(self, engine, # a `TorchEngine` or `OnnxEngine` (`make_engine`)
+                 ood:tuple|None=None, # `load_ood`'s `(arrays, info)`: the bundle's out-of-distribution statistics
+                 calibrated:bool=True, # apply the bundle's calibration (`02_bundle`) to the probabilities
+                ):
+        self.engine, self.config, self.ood, self.calibrated = engine, engine.config, ood, calibrated
+        self.observations = list(self.config.observations)
+        self.thresholds = {o: float(t) for o, t in self.config.thresholds.items()}
+        self.threshold_sources = dict(self.config.threshold_sources)
+
+    @classmethod
+    def from_bundle(cls, model_dir:str|Path, device:str|None=None,
+                    engine:str='auto', # 'auto' (ONNX Runtime when the bundle has model.onnx), 'onnx' or 'torch'
+                    threads:int|None=None, # CPU threads of the engine
+                    calibrated:bool=True) -> Predictor:
+        "A predictor for the bundle in `model_dir` (nothing unpickled), with its OOD statistics when it has them."
+        eng = make_engine(model_dir, engine, device, threads)
+        return cls(eng, load_ood(model_dir) if eng.config.ood else None, calibrated)
+
+    @property
+    def model(self): return getattr(self.engine, 'model', None)  # the torch model (torch engine only)
+
+    def _input(self, src, name:str|None=None) -> tuple[Image.Image, np.ndarray]:
+        "The loaded image and its uint8 model input `(1, size, size)`; any failure is an `ImageLoadError` naming the file."
+        img = load_image(src, name)
+        try: return img, image_batch([img], self.config.size)[0]
+        except Exception as e:
+            raise ImageLoadError(f"{name or _name_of(src)} loaded but cannot be preprocessed for the model ({type(e).__name__}: "
+                                 f"{e}); export it again as PNG, JPEG or DICOM.") from e
+
+    def _run(self, xs:list) -> tuple[np.ndarray, np.ndarray]:
+        "`(probabilities, OOD scores)` of a list of uint8 inputs (scores NaN without statistics)."
+        probs, pooled = self.engine.run(np.stack(xs))
+        if self.calibrated: probs = calibrate(probs, self.config)
+        return probs, (ood_scores(pooled, *self.ood) if self.ood else np.full(len(xs), np.nan))
+
+    def _forward(self, xs:list, names:list) -> list:
+        "`(probabilities, '', OOD score)` per input, or `(None, error, NaN)` for one the model fails on (retried one by one)."
+        if not xs: return []
+        try: return [(p, '', s) for p, s in zip(*self._run(xs))]
+        except Exception as e:
+            if len(xs) > 1: return [r for x, n in zip(xs, names) for r in self._forward([x], [n])]
+            return [(None, f"{names[0]}: the model failed on this image ({type(e).__name__}: {e}).", np.nan)]
+
+    def predict(self, images:list, # PIL images, paths or bytes (each loaded with `load_image`)
+                batch_size:int=16) -> np.ndarray:
+        "`(n, 14)` probabilities in `observations` order; raises `ImageLoadError` for an unusable image."
+        if isinstance(images, (str, Path, bytes, Image.Image)): images = [images]
+        out = [np.empty((0, len(self.observations)), np.float32)]
+        for i in range(0, len(images), batch_size): out.append(self._run([self._input(im)[1] for im in images[i:i + batch_size]])[0])
+        return np.concatenate(out)
+
+    def ood_scores(self, images:list, batch_size:int=16) -> np.ndarray:
+        "`(n,)` out-of-distribution scores (higher: less like the training images; NaN without statistics)."
+        if isinstance(images, (str, Path, bytes, Image.Image)): images = [images]
+        return np.concatenate([np.empty(0)] + [self._run([self._input(im)[1] for im in images[i:i + batch_size]])[1]
+                                               for i in range(0, len(images), batch_size)])
+
+    def predict_study(self, items:list, # (name, bytes|path|PIL image) pairs, or paths, of one study's images
+                      aggregate:str='max', # 'max' over the images or 'mean'
+                     ) -> StudyResult:
+        "Per-image probabilities and OOD flags, the study-level aggregate, decisions at the saved thresholds; bad images are listed."
+        if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
+        items = [it if isinstance(it, tuple) else (str(it), it) for it in items]
+        names = _unique_names([str(n) for n, _ in items])
+        images, inputs, errors, probs, scores, notes = {}, {}, {}, {}, {}, {}
+        for name, (_, src) in zip(names, items):
+            try: images[name], inputs[name] = self._input(src, name)
+            except ImageLoadError as e: errors[name] = str(e); continue
+            if found := plain_language_notes(dicom_tags(src), self.config): notes[name] = found
+        for name, (p, err, s) in zip(inputs, self._forward(list(inputs.values()), list(inputs))):
+            if p is None: errors[name] = err; del images[name]
+            else: probs[name], scores[name] = p, s
+        nan = np.full(len(self.observations), np.nan)
+        per_image = pd.DataFrame([probs.get(n, nan) for n in names], columns=self.observations)
+        per_image.insert(0, 'name', names)
+        per_image['error'] = [errors.get(n, '') for n in names]
+        per_image['ood_score'] = [scores.get(n, np.nan) for n in names]
+        per_image['in_distribution'] = pd.Series([None if np.isnan(s) or not self.ood else bool(in_distribution(np.array([s]), self.ood[1])[0])
+                                                  for s in per_image['ood_score']], dtype=object)
+        study = aggregate_studies(per_image.assign(study=0), aggregate, self.observations).iloc[0]
+        decisions = pd.Series({o: None if o not in self.thresholds or np.isnan(study[o]) else bool(study[o] >= self.thresholds[o])
+                               for o in self.observations}, dtype=object)
+        return StudyResult(per_image, study.rename('probability'), decisions, {n: errors[n] for n in names if n in errors},
+                           images, notes, self.ood[1]['threshold'] if self.ood else None)
+
+    def gradcam(self, img, # PIL image, path or bytes
+                observation:str, # one of `observations`
+               ) -> np.ndarray:
+        "An `(H, W)` heatmap in [0, 1] at the image's size: where the model's evidence for `observation` lies."
+        img = load_image(img)
+        heat = self.engine.heatmap(image_batch([img], self.config.size), observation)
+        return np.asarray(Image.fromarray(heat.astype(np.float32), 'F').resize(img.size, Image.BILINEAR)).clip(0, 1)
+
+# %% ../nbs/06_infer.ipynb #fb577a2e
+def overlay(img:Image.Image, # the X-ray (any mode)
+            heatmap:np.ndarray, # from `Predictor.gradcam`, any size (resized to the image)
+            alpha:float=0.4, # weight of the heatmap's colours
+            cmap:str='jet') -> Image.Image:
+    "An RGB image of `img` with `heatmap` drawn over it in colour."
+    import matplotlib
+    base = np.asarray(to_gray(img).convert('RGB'), dtype=np.float32) / 255
+    if heatmap.shape != base.shape[:2]:
+        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), 'F').resize(img.size, Image.BILINEAR))
+    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
+    return Image.fromarray(np.uint8(255 * ((1 - alpha) * base + alpha * colour).clip(0, 1)))
+
+# %% ../nbs/06_infer.ipynb #d391822f
+def _has_dicm(path:str) -> bool:
+    try:
+        with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
+    except OSError: return False
+
+def find_images(inputs:list, # files and folders
+                skipped:Counter|None=None, # counts what folders hold besides images: by suffix, and 'unreadable folder'
+               ):
+    "Yield the image files among `inputs`, walking folders in sorted order; named files are yielded as given."
+    def unreadable(e):
+        if skipped is not None: skipped['unreadable folder'] += 1
+    for src in inputs:
+        src = str(src)
+        if not os.path.isdir(src): yield src; continue  # a named file (or a missing one: it fails with its error)
+        for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
+            dirnames.sort()
+            for f in sorted(filenames):
+                p = os.path.join(dirpath, f)
+                if f.lower().endswith(IMAGE_SUFFIXES) or ('.' not in f and _has_dicm(p)): yield p
+                elif skipped is not None: skipped[os.path.splitext(f)[1].lower() or 'no suffix'] += 1
+
+def skipped_text(skipped:Counter) -> str:
+    "'3 skipped: 2 .gif, 1 .pdf; 1 unreadable folder' (or '')."
+    files = {k: n for k, n in skipped.most_common() if k != 'unreadable folder'}
+    parts = [f"{sum(files.values())} skipped: " + ', '.join(f"{n} {k}" for k, n in files.items())] if files else []
+    if skipped['unreadable folder']: parts.append(f"{skipped['unreadable folder']} unreadable folder"
+                                                 + 's' * (skipped['unreadable folder'] > 1))
+    return '; '.join(parts)
+
+def predict_files(predictor:Predictor, paths, # an iterable of paths (e.g. `find_images(...)`)
+                  batch_size:int=16):
+    "Yield `(path, probabilities or None, error, OOD score)` for every path, `batch_size` at a time; a bad file costs only its row."
+    def flush(batch):
+        ok = [(p, x) for p, x, _ in batch if x is not None]
+        res = iter(predictor._forward([x for _, x in ok], [p for p, _ in ok]))
+        for p, x, err in batch: yield (p, *next(res)) if x is not None else (p, None, err, np.nan)
+    batch = []
+    for p in paths:
+        try: batch.append((p, predictor._input(p)[1], ''))
+        except ImageLoadError as e: batch.append((p, None, str(e)))
+        if len(batch) == batch_size: yield from flush(batch); batch = []
+    if batch: yield from flush(batch)
+
+# %% ../nbs/06_infer.ipynb #5bb78a05
+class _OutError(ValueError): "An output file that cannot or must not be written."
+
+def _check_out(out:Path, sources:list) -> Path:
+    "`out`, if it can be the CSV: not a folder, in a folder that exists, not one of the `sources` files."
+    if out.is_dir(): raise _OutError(f"--out {out} is a folder: name a CSV file in it, e.g. {out/'predictions.csv'}")
+    if not out.parent.is_dir(): raise _OutError(f"--out {out}: its folder does not exist; create it first.")
+    if out.exists():
+        for s in sources:
+            if os.path.exists(s) and os.path.samefile(s, out):
+                raise _OutError(f"--out {out} is one of the inputs ({s}): writing predictions there would destroy it; "
+                                "choose another --out.")
+    return out
+
+def _csv_text(v) -> str:
+    "A CSV cell that is valid UTF-8: bytes of a non-UTF-8 file name (surrogates) become `\\xNN` escapes."
+    return v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace') if isinstance(v, str) else v
+
+def _progress(results, total:int, every:float=5.0, file=None):
+    "Yield `results`: a fastprogress bar on a terminal, else a line 'predicted i/total images' at most every `every` s."
+    file = file or sys.stderr
+    if file.isatty():
+        from fastprogress.fastprogress import progress_bar
+        yield from progress_bar(results, total=total); return
+    last = time.monotonic()
+    for i, r in enumerate(results, 1):
+        yield r
+        if time.monotonic() - last >= every or i == total:
+            print(f"predicted {i}/{total} images", file=file, flush=True); last = time.monotonic()
+
+def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
+                   out:str|Path, # the CSV to write (replaced only at the end)
+                   batch_size:int=16, progress:bool=True,
+                   max_views:int=6, # folders with 2..max_views images get a study row; 0: no study rows
+                   aggregate:str='max', # a study row is the 'max' or 'mean' of its images
+                   every:float=5.0, # seconds between progress lines when stderr is not a terminal
+                  ) -> dict:
+    "Predict every image under `inputs` into the CSV `out`; returns counts {'images', 'failed', 'studies', 'skipped'}."
+    skipped = Counter()
+    paths = list(find_images(inputs, skipped))  # the paths only, to size the progress bar
+    out = _check_out(Path(out), [*map(str, inputs), *paths])
+    obs, nan = predictor.observations, np.full(len(predictor.observations), np.nan)
+    folders = {}  # folder -> its images' probabilities (NaN: failed) while it has at most max_views images, else None
+    n_failed, fmt = 0, (lambda v: '' if v is None or np.isnan(v) else f"{v:.6f}")
+    flag = (lambda s: '' if np.isnan(s) else str(bool(in_distribution(np.array([s]), predictor.ood[1])[0]))) if predictor.ood else (lambda s: '')
+    try: fd, tmp = tempfile.mkstemp(prefix=f'{out.name}.', suffix='.partial', dir=out.parent)
+    except OSError as e: raise _OutError(f"--out {out}: cannot write in {out.parent} ({e.strerror}); choose a folder you can write to.") from e
+    try:
+        with open(fd, 'w', newline='', encoding='utf-8') as fh:
+            w = csv.writer(fh)
+            def row(*cells): w.writerow([_csv_text(c) for c in cells]); fh.flush()
+            row('path', 'level', *obs, 'error', 'ood_score', 'in_distribution')
+            results = predict_files(predictor, paths, batch_size)
+            for path, probs, err, score in (_progress(results, len(paths), every) if progress else results):
+                row(path, 'image', *map(fmt, nan if probs is None else probs), err, fmt(score), flag(score))
+                n_failed += probs is None
+                folder = os.path.dirname(os.path.abspath(path))
+                views = folders.setdefault(folder, [])
+                if views is not None: views.append(nan if probs is None else probs)
+                if views is not None and len(views) > max_views: folders[folder] = None
+            studies = {f: v for f, v in folders.items() if v is not None and len(v) >= 2}
+            if studies:
+                per_image = pd.DataFrame([p for v in studies.values() for p in v], columns=obs)
+                per_image['study'] = [f for f, v in studies.items() for _ in v]
+                for folder, probs in aggregate_studies(per_image, aggregate, obs).iterrows():
+                    n, n_bad = len(studies[folder]), sum(bool(np.isnan(p).all()) for p in studies[folder])
+                    row(folder, 'study', *map(fmt, probs.to_numpy()),
+                        f"{n_bad} of {n} images failed" + ('' if n_bad < n else ': no prediction') if n_bad else '', '', '')
+        os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, out)
+    except BaseException as e:
+        if os.path.exists(tmp): e.add_note(f"the rows written so far are in {tmp}")
+        raise
+    return {'images': len(paths), 'failed': n_failed, 'studies': len(studies), 'skipped': dict(skipped)}
+
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask); return mask
+
+def _print_self_check(model:str) -> int:
+    "`chexpert-predict --self-check`: the bundle's reference outputs recomputed, and what a difference means."
+    from chexpert_nb.bundle import self_check, BundleError
+    try: r = self_check(model)
+    except BundleError as e: raise CliError(str(e))
+    if r['ok'] is None: print(f"{model}: {r['cause']}"); return 1
+    print(f"{model}: reference outputs {'match' if r['ok'] else 'DIFFER'}: max |difference| {r['max_difference']:.1e} "
+          f"(tolerance {r['tolerance']:.0e})" + ('' if r['ok'] else f"; {r['cause']}"))
+    return int(not r['ok'])
+
+def _check_args(batch_size:int, max_views:int, device:str|None):
+    "A `CliError` for an argument no run can use, before any image is read."
+    if batch_size < 1: raise CliError(f"--batch-size {batch_size}: it is the number of images per forward pass, at least 1.")
+    if max_views < 0: raise CliError(f"--max-views {max_views}: it is at least 0 (0: no study rows).")
+    if device is None: return
+    import torch
+    try: dev = torch.device(device)
+    except RuntimeError as e: raise CliError(f"--device {device!r} is not a device ({e}); use 'cpu' or 'cuda'.") from e
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
+
+@call_parse
+def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DICOM)", {'nargs': '+'}],
+                model:str=None, # the model bundle folder, e.g. models/<name>
+                out:str='predictions.csv', # the CSV to write
+                batch_size:int=16, # images per forward pass
+                max_views:int=6, # a folder of 2..max_views images is a study and gets a study row; 0: none
+                device:str=None, # 'cpu' or 'cuda' (default: the CPU for the ONNX engine, else cuda when available)
+                engine:str='auto', # 'auto' (ONNX Runtime when the bundle has model.onnx), 'onnx' or 'torch'
+                threads:int=None, # CPU threads (default: OMP_NUM_THREADS if set, else every core)
+                self_check:store_true=False, # only recompute the bundle's reference outputs and print the comparison
+               ):
+    "Predict the 14 CheXpert observations for every image; exit status 1 when any file failed."
+    if model is None: raise CliError("--model is required: the bundle folder written by training, e.g. models/<name>")
+    if self_check: return _print_self_check(model)
+    _check_args(batch_size, max_views, device)
+    if engine not in ENGINES: raise CliError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if threads is not None and threads < 1: raise CliError(f"--threads {threads}: at least 1")
+    try: _check_out(Path(out), [])
+    except _OutError as e: raise CliError(str(e))
+    try: predictor = Predictor.from_bundle(model, device, engine, threads)
+    except (FileNotFoundError, ValueError, ImportError) as e: raise CliError(str(e))
+    print(f"engine: {predictor.engine.name}" + (", out-of-distribution check on" if predictor.ood else
+          ", no out-of-distribution statistics in this bundle") + (", calibrated" if predictor.config.calibration else ''),
+          file=sys.stderr)
+    try: counts = predict_to_csv(predictor, inputs, out, batch_size, max_views=max_views)
+    except _OutError as e: raise CliError(str(e))
+    except KeyboardInterrupt as e:
+        print('interrupted; ' + '; '.join(getattr(e, '__notes__', ['no row was written'])), file=sys.stderr); return 130
+    print(f"{out}: {counts['images']} images ({counts['failed']} failed), {counts['studies']} study rows", file=sys.stderr)
+    if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
+    if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
+    return int(counts['failed'] > 0 or counts['images'] == 0)

@@ -17,15 +17,17 @@ from .bundle import BundleConfig, build_model, save_bundle, normalize_stats
 __all__ = ['TinyNet', 'tiny_bundle', 'make_dicom', 'simulate_scores']
 
 # %% ../nbs/03_testing.ipynb #512ffb7b
-class TinyNet(torch.nn.Module):
-    "A 1-conv stand-in for tests and examples: features (`n_in` -> 2 channels: x, -x), then ReLU, pool, linear."
+class TinyNet(torch.nn.Sequential):
+    "A 1-conv stand-in: body (`n_in` -> 2 channels: x, -x, then ReLU) and head (average pool, linear), as a bundle's model is laid out."
     def __init__(self, n_in:int=3, n_outputs:int=14):
-        super().__init__()
-        self.features = torch.nn.Conv2d(n_in, 2, 1, bias=False)
-        with torch.no_grad(): self.features.weight.copy_(torch.tensor([1., -1.]).view(2, 1, 1, 1).expand(2, n_in, 1, 1) / n_in)
-        self.classifier = torch.nn.Linear(2, n_outputs)
-    def forward(self, x):
-        return self.classifier(torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.features(x)), 1).flatten(1))
+        conv = torch.nn.Conv2d(n_in, 2, 1, bias=False)
+        with torch.no_grad(): conv.weight.copy_(torch.tensor([1., -1.]).view(2, 1, 1, 1).expand(2, n_in, 1, 1) / n_in)
+        super().__init__(torch.nn.Sequential(conv, torch.nn.ReLU()),
+                         torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, n_outputs)))
+    @property
+    def features(self): return self[0][0]  # the convolution
+    @property
+    def classifier(self): return self[1][2]  # the linear layer
 
 # %% ../nbs/03_testing.ipynb #bdda321d
 def tiny_bundle(model_dir:str|Path, # the folder to write (created)

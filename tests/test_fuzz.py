@@ -89,7 +89,7 @@ def predictor(tmp_path_factory):
 
 def _alone(predictor, paths) -> dict:
     "path -> (probabilities or None, error) of each file predicted on its own."
-    return {p: (probs, err) for path in paths for p, probs, err in predict_files(predictor, [path], batch_size=1)}
+    return {p: (probs, err) for path in paths for p, probs, err, _ in predict_files(predictor, [path], batch_size=1)}
 
 
 def _escaped(p:str) -> str:

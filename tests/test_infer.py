@@ -105,7 +105,7 @@ def test_chexpert_predict_end_to_end(mc_run, sample_dir, nih_dir, tmp_path):
     r = _predict(nih_dir/'originals', sample_dir/'valid', tmp_path/'broken.png', '--model', cfg.out, '--out', out, '--batch-size', 5)
     assert r.returncode == 1, r.stderr
     df = pd.read_csv(out, keep_default_na=False)
-    assert list(df.columns) == ['path', 'level', *OBSERVATIONS, 'error']
+    assert list(df.columns) == ['path', 'level', *OBSERVATIONS, 'error', 'ood_score', 'in_distribution']
     images, studies = df[df.level == 'image'], df[df.level == 'study']
     valid = read_chexpert_csv(sample_dir/'valid.csv', root=sample_dir)
     assert len(images) == 12 + len(valid) + 1
