@@ -25,10 +25,10 @@ from .infer import Predictor, overlay
 
 # %% auto #0
 __all__ = ['NO_OOD', 'MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'OOD_WARNING', 'BANNER',
-           'HOW_TO_TRAIN', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'threshold_source', 'model_summary',
-           'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html', 'bar_chart',
-           'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila', 'voila_config',
-           'app_cli']
+           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'threshold_source',
+           'model_summary', 'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html',
+           'table_html', 'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler',
+           'AppVoila', 'voila_config', 'app_cli']
 
 # %% ../nbs/08_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
@@ -227,6 +227,7 @@ def _png(img:Image.Image) -> bytes:
 
 def bar_chart(table:pd.DataFrame, # from `study_table`
               title:str='Study-level probability', # the chart's title
+              greyed:pd.Series|None=None, # per observation: True draws its bar faint (`from_flagged`: from flagged views only)
              ) -> bytes:
     "A horizontal bar chart of the study values, thresholds marked, as PNG bytes."
     fig = Figure(figsize=(6.4, 4.6), dpi=100)
@@ -234,13 +235,15 @@ def bar_chart(table:pd.DataFrame, # from `study_table`
     y = np.arange(len(table))[::-1]
     colors = ['#c0392b' if d == 'positive' else '#7f8c8d' if d == 'negative' else '#2e86c1'
               for d in table['decision']]
-    ax.barh(y, table['study'].values, color=colors, height=0.7)
+    faint = np.zeros(len(table), bool) if greyed is None else greyed.reindex(table.index).fillna(False).values.astype(bool)
+    for yi, p, c, f in zip(y, table['study'].values, colors, faint): ax.barh(yi, p, color=c, height=0.7, alpha=0.3 if f else 1)
     for yi, th in zip(y, table['threshold'].values):
         if not np.isnan(th): ax.plot([th, th], [yi - 0.45, yi + 0.45], color='black', lw=2)
     for yi, p in zip(y, table['study'].values): ax.text(1.03, yi, f"{p:.2f}", va='center', fontsize=8)
     ax.set_yticks(y, [o + (' *' if o in COMPETITION_TASKS else '') for o in table.index], fontsize=9)
     ax.set_xlim(0, 1.12); ax.set_xticks([0, .25, .5, .75, 1]); ax.axvline(1, color='#ccc', lw=0.8)
-    ax.set_xlabel('probability (red: positive at the saved threshold, black tick: threshold)', fontsize=8)
+    ax.set_xlabel('probability (red: positive at the saved threshold, black tick: threshold' +
+                  ('; faint: only from images unlike the training X-rays)' if faint.any() else ')'), fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
@@ -281,6 +284,8 @@ BANNER = ("<b>Research use only: not a medical device.</b> This model's output i
 HOW_TO_TRAIN = ("<b>No model yet</b> in <code>{folder}</code>. Train one: <code>make demo</code> trains a small model "
                 "on the synthetic sample in minutes on a CPU (or on CheXpert when <code>data/CheXpert-v1.0-small</code> "
                 "exists), or run <code>nbs/05_train.ipynb</code>. Then reload this page.")
+
+ENGINE_NAMES = {'onnx': 'ONNX Runtime (CPU)', 'torch': 'PyTorch'}  # `Predictor.engine.name` in words
 
 def _status(text, state='ready'): return f'<div class="chexpert-status {state}" data-state="{state}">{text}</div>'
 
@@ -359,7 +364,9 @@ class ChexpertApp:
             self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
                                         f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
             return
-        self.model_info.value = f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}</span>'
+        engine = getattr(getattr(self.predictor, 'engine', None), 'name', None)  # 'onnx' or 'torch'
+        self.model_info.value = (f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}' +
+                                 (f'; runs on {ENGINE_NAMES.get(engine, engine)}' if engine else '') + '</span>')
         self.upload.disabled = False
         if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
         else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')
@@ -423,7 +430,8 @@ class ChexpertApp:
         self.table_html.value = table_html(self.table, self.checks, self._sources())
         flagged = [v for v in views if self.checks.get(v, {}).get('in_distribution') is False]
         self.chart.value = bar_chart(self.table, f'Study-level probability (max over {len(views)} view{"s" * (len(views) > 1)}' +
-                                     (', all unlike the training X-rays)' if len(flagged) == len(views) else ')'))
+                                     (', all unlike the training X-rays)' if len(flagged) == len(views) else ')'),
+                                     from_flagged(self.table, set(flagged)))
         self.results.layout.display = None
         ranked = self.table['study'].drop('No Finding', errors='ignore').sort_values(ascending=False)
         self._quiet = True

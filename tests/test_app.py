@@ -127,6 +127,7 @@ def test_a_photograph_is_flagged_an_xray_is_not(ood_models, xrays):
     from chexpert_nb.app import OOD_WARNING, NO_OOD
     app = ChexpertApp(ood_models)
     assert 'out-of-distribution check: mahalanobis' in app.model_info.value and NO_OOD not in app.model_info.value
+    assert app.predictor.engine.name == 'onnx' and 'runs on ONNX Runtime' in app.model_info.value  # the default: auto
     name, data = xrays[0]
     app.upload.value = [_file(name, data), _file(*photograph())]
     _study(app)

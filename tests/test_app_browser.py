@@ -150,6 +150,7 @@ def test_a_photograph_is_flagged_an_xray_is_not(page, files):
     "The bundle's out-of-distribution statistics pass the X-ray and flag the photograph: the warning beside it only."
     from chexpert_nb.app import OOD_WARNING
     assert 'out-of-distribution check' in page.locator('.chexpert-app .model-info').inner_text()
+    assert 'runs on ONNX Runtime' in page.locator('.chexpert-app .model-info').inner_text()
     upload(page, [files['view1'], files['photo']], study=6)
     cards = page.locator('.chexpert-card.card-ok')
     assert cards.count() == 2
