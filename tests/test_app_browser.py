@@ -47,7 +47,7 @@ def server(ood_models, tmp_path_factory):
         if proc.poll() is None and _listening(port): break
         proc.kill(); proc.wait(30)
     else: pytest.fail(f"Voila did not start; its log:\n{log.read_text()[-3000:]}")
-    yield f'http://127.0.0.1:{port}/', log
+    yield f'http://127.0.0.1:{port}/', log, proc
     proc.send_signal(signal.SIGTERM)  # Voila shuts its kernels down on SIGTERM
     try: proc.wait(60)
     except subprocess.TimeoutExpired: proc.kill(); proc.wait(30)
@@ -55,7 +55,7 @@ def server(ood_models, tmp_path_factory):
 @pytest.fixture(scope='module')
 def page(server):
     from playwright.sync_api import sync_playwright
-    url, log = server
+    url, log, _ = server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=120_000)
         page = browser.new_page(viewport={'width': 1280, 'height': 2000})
@@ -165,3 +165,15 @@ def test_a_photograph_is_flagged_an_xray_is_not(page, files):
     assert '1 of 2 view(s) do not look like the chest X-rays' in page.locator('.chexpert-status').inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS/'app-photograph-flagged.png'), full_page=True)
+
+def test_the_kernels_never_load_torch(server, page, files):
+    "Light serving: on a bundle with model.onnx, the page's kernel (and the preheated one) read and draw Grad-CAM without torch."
+    import psutil
+    upload(page, [files['view1']], study=7)
+    page.wait_for_function('document.querySelectorAll(".chexpert-app .chexpert-card img").length >= 2')  # + Grad-CAM
+    kernels = [p for p in psutil.Process(server[2].pid).children(recursive=True) if 'ipykernel' in ' '.join(p.cmdline())]
+    assert kernels, 'no kernel process found under chexpert-app'
+    for k in kernels:
+        libs = {m.path for m in k.memory_maps()}
+        assert not any('libtorch' in lib for lib in libs), f"kernel {k.pid} has loaded torch"
+    assert any('onnxruntime' in m.path for k in kernels for m in k.memory_maps())  # the page's kernel runs ONNX Runtime
