@@ -243,7 +243,7 @@ def bar_chart(table:pd.DataFrame, # from `study_table`
     ax.set_yticks(y, [o + (' *' if o in COMPETITION_TASKS else '') for o in table.index], fontsize=9)
     ax.set_xlim(0, 1.12); ax.set_xticks([0, .25, .5, .75, 1]); ax.axvline(1, color='#ccc', lw=0.8)
     ax.set_xlabel('probability (red: positive at the saved threshold, black tick: threshold' +
-                  ('; faint: only from images unlike the training X-rays)' if faint.any() else ')'), fontsize=8)
+                  (';\nfaint: only from images unlike the training X-rays)' if faint.any() else ')'), fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
