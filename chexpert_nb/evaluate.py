@@ -355,8 +355,8 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  no_save:store_true=False, # write nothing into the model folder: print the results only
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png and thresholds into it."
-    if model is None or (csv is None and dataset is None): raise CliError("--model and --csv (or --dataset and --root) are "
-        "required, e.g. chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv, or "
+    if model is None or (csv is None and dataset is None): raise CliError("--model and --csv are required (or --dataset "
+        "with --root instead of --csv), e.g. chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv, or "
         "--dataset nih --root data/NIH --split test")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
                                    missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device,
