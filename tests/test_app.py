@@ -42,11 +42,11 @@ def ood_models(trained_models, sample_dir, tmp_path_factory):
     come from; its threshold lies halfway between the highest score of those X-rays (the uploaded ones among them)
     and the photograph's, so that the uploaded X-rays pass and the photograph is flagged, each with a margin."""
     import shutil
-    from chexpert_nb.bundle import export_onnx, fit_ood, load_bundle, ood_scores, pooled_features, save_ood
+    from chexpert_nb.bundle import export_onnx, fit_ood, load_bundle, ood_scores, pooled_features, save_ood, ONNX_FILE
     from chexpert_nb.infer import load_image
     models = tmp_path_factory.mktemp('ood-models')
     out = Path(shutil.copytree(trained_models/'tiny-densenet121', models/'tiny-densenet121'))
-    export_onnx(out)
+    if not (out/ONNX_FILE).exists(): export_onnx(out)  # training writes it (chexpert-train), a bare bundle has none
     model, config = load_bundle(out, 'cpu')
     xrays = [load_image(p) for p in _xray_files(sample_dir)]
     uploads = [load_image(data, name) for name, data in two_images(sample_dir)]
@@ -78,7 +78,7 @@ def test_one_xray(app, xrays):
     app.upload.value = [_file(name, data)]
     _study(app)
     assert list(app.images) == [name] and app.errors == {}
-    assert app.table_html.value.count('class="study-prob"') == 14
+    assert app.table_html.value.count('class="study-prob') == 14  # greyed ('study-prob from-flagged') where flagged
     assert app.chart.value[:8] == b'\x89PNG\r\n\x1a\n'
     assert len(app.cams.children) == 1                       # the Grad-CAM overlay of the top observation
 
@@ -144,9 +144,14 @@ def test_dicom_notes_beside_the_image(app, xrays):
     xray_card, ct_card = [c.children[-1].value for c in app.files.children]
     assert 'CT, not a radiograph' in ct_card and 'body part: HEAD, not chest' in ct_card and 'dicom-notes' not in xray_card
 
-def test_no_ood_statistics(app, xrays):
-    "A bundle without statistics: nothing said per image, the model line says there is no check."
+def test_no_ood_statistics(trained_models, tmp_path):
+    "A bundle without statistics (training fits them: removed here): nothing said per image, the model line says there is no check."
+    import shutil
     from chexpert_nb.app import OOD_WARNING, NO_OOD
+    from chexpert_nb.bundle import read_config, write_config, OOD_FILE
+    out = Path(shutil.copytree(trained_models/'tiny-densenet121', tmp_path/'tiny-densenet121'))
+    config = read_config(out); config.ood = {}; write_config(config, out); (out/OOD_FILE).unlink(missing_ok=True)
+    app = ChexpertApp(tmp_path)
     assert NO_OOD in app.model_info.value and 'thresholds saved for 7 of 14 observations, chosen by fixed (test)' in app.model_info.value
     app.upload.value = [_file(*photograph())]
     assert OOD_WARNING not in app.files.children[0].children[-1].value and 'ood-flagged' not in app.table_html.value
