@@ -24,10 +24,11 @@ from .bundle import list_models, WEIGHTS_FILE
 from .infer import Predictor, overlay
 
 # %% auto #0
-__all__ = ['MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'BANNER', 'HOW_TO_TRAIN', 'PAGE',
-           'BUSY_HTML', 'models_dir', 'model_label', 'model_summary', 'read_upload', 'study_table', 'table_html',
-           'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila',
-           'voila_config', 'app_cli']
+__all__ = ['NO_OOD', 'MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'OOD_WARNING', 'BANNER',
+           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'threshold_source',
+           'model_summary', 'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html',
+           'table_html', 'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler',
+           'AppVoila', 'voila_config', 'app_cli']
 
 # %% ../nbs/08_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
@@ -48,8 +49,27 @@ def _fmt_data(data) -> str:
     synthetic = data.get('synthetic') or 'SYNTHETIC' in str(where).upper()
     return (f"trained on {where}" if where else 'trained') + (' (synthetic shapes, not X-rays)' if synthetic else '')
 
+def threshold_source(source:dict|None, # one entry of `config.threshold_sources`: method, csv, n_studies, chosen_at
+                     detail:bool=True, # add the number of studies and the date
+                    ) -> str:
+    "Where a threshold comes from, in words: the method and the labelled CSV that chose it."
+    if not source: return 'source not recorded'
+    text = f"chosen by {source.get('method') or 'an unrecorded method'}"
+    text += f" on {Path(str(source['csv'])).name}" if source.get('csv') else ' (no CSV recorded)'
+    if not detail: return text
+    more = [f"{source['n_studies']} studies" if source.get('n_studies') else '', source.get('chosen_at') or '']
+    return text + (f" ({', '.join(m for m in more if m)})" if any(more) else '')
+
+NO_OOD = 'no out-of-distribution check in this bundle'
+
+def _fmt_ood(ood) -> str:
+    if not ood: return NO_OOD
+    q = ood.get('quantile')
+    return (f"out-of-distribution check: {ood.get('method', '?')} on the model's features" +
+            (f", passing {q:.0%} of {ood.get('n_holdout', '?')} held-out images like the training ones" if q is not None else ''))
+
 def model_summary(config) -> str: # a `BundleConfig` (or its dict)
-    "One line about a bundle's config: architecture, input size, data, headline metric, thresholds."
+    "One line about a bundle's config: architecture, input size, data, headline metric, thresholds and where they come from, OOD check."
     if hasattr(config, 'to_dict'): config = config.to_dict()
     parts = [f"{config.get('arch', '?')}, {config.get('size', '?')} px"]
     if d := _fmt_data(config.get('data')): parts.append(d)
@@ -57,8 +77,11 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
     auc = next((v for k, v in metrics.items() if 'auroc' in k.lower() and isinstance(v, (int, float))), None)
     if auc is not None: parts.append(f"validation AUROC {auc:.3f}")
     th, n = config.get('thresholds') or {}, len(config.get('observations') or []) or 14
-    parts.append(f"thresholds saved for {len(th)} of {n} observations" if th else
+    sources = config.get('threshold_sources') or {}
+    how = sorted({threshold_source(sources.get(o), detail=False) for o in th})
+    parts.append(f"thresholds saved for {len(th)} of {n} observations, {' / '.join(how)}" if th else
                  'no thresholds saved (run nbs/07_evaluate.ipynb to choose them)')
+    parts.append(_fmt_ood(config.get('ood')))
     return '; '.join(parts)
 
 # %% ../nbs/08_app.ipynb #116f7b69
@@ -125,22 +148,78 @@ def study_table(result, # a `StudyResult` from `Predictor.predict_study`
 
 def _fmt(p): return '' if p is None or (isinstance(p, float) and np.isnan(p)) else f"{p:.3f}"
 
+
+# %% ../nbs/08_app.ipynb #16ba0235
+OOD_WARNING = "This does not look like the chest X-rays this model was trained on: its probabilities mean little."
+
+def _isna(v) -> bool: return v is None or bool(pd.isna(v))
+
+def view_checks(result, # a `StudyResult` from `Predictor.predict_study`
+               ) -> dict:
+    "`{name: {'in_distribution', 'ood_score', 'ood_threshold', 'notes'}}` per file: `in_distribution` True, False or None (unknown)."
+    per, notes = result.per_image, getattr(result, 'notes', None) or {}
+    limit = getattr(result, 'ood_threshold', None)
+    out = {}
+    for _, row in per.iterrows():
+        flag, score = row.get('in_distribution'), row.get('ood_score')
+        out[row['name']] = {'in_distribution': None if _isna(flag) else bool(flag),
+                            'ood_score': np.nan if _isna(score) else float(score),
+                            'ood_threshold': None if _isna(limit) else float(limit),
+                            'notes': list(notes.get(row['name']) or [])}
+    return out
+
+def _views(table:pd.DataFrame) -> list: return [c for c in table.columns if c not in ('study', 'threshold', 'decision')]
+
+def from_flagged(table:pd.DataFrame, # from `study_table`
+                 flagged:set, # the names of the views flagged out of distribution
+                ) -> pd.Series:
+    "Per observation: True where the study value comes only from flagged views (no other view reaches it)."
+    ok = [v for v in _views(table) if v not in flagged]
+    if not ok: return pd.Series(bool(flagged), index=table.index)
+    return table[ok].max(axis=1) < table['study']
+
+def view_notes_html(check:dict|None, # one entry of `view_checks`
+                   ) -> str:
+    "The out-of-distribution warning and the DICOM notes shown beside an image ('' when there is nothing to say)."
+    if not check: return ''
+    out = ''
+    if check['in_distribution'] is False:
+        score, limit = check['ood_score'], check.get('ood_threshold')
+        tip = f"out-of-distribution score {score:.1f}" + (f" (the training X-rays score up to {limit:.1f})" if limit is not None else '')
+        out += f'<div class="ood-warning" title="{html.escape(tip)}">{html.escape(OOD_WARNING)}</div>'
+    if check['notes']: out += '<ul class="dicom-notes">' + ''.join(f'<li>{html.escape(n)}</li>' for n in check['notes']) + '</ul>'
+    return out
+
 def table_html(table:pd.DataFrame, # from `study_table`
+               checks:dict|None=None, # from `view_checks`: flagged views are greyed (class `ood-flagged`)
+               sources:dict|None=None, # `config.threshold_sources`: each threshold's tooltip says where it comes from
               ) -> str:
-    "The table as HTML, with class names the browser test reads (`study-prob`, `image-prob`, `decision`)."
-    views = [c for c in table.columns if c not in ('study', 'threshold', 'decision')]
-    head = ''.join(f'<th class="image-col">{html.escape(v)}</th>' for v in views)
+    "The table as HTML, with class names the browser test reads (`study-prob`, `image-prob`, `decision`, `ood-flagged`)."
+    views, checks, sources = _views(table), checks or {}, sources or {}
+    flagged = {v for v in views if (checks.get(v) or {}).get('in_distribution') is False}
+    only = from_flagged(table, flagged)
+    def view_cls(v, base): return base + (' ood-flagged' if v in flagged else '')
+    head = ''.join(f'<th class="{view_cls(v, "image-col")}"' + (f' title="{html.escape(OOD_WARNING)}"' if v in flagged else '') +
+                   f'>{html.escape(v)}</th>' for v in views)
     rows = []
     for obs, r in table.iterrows():
         mark = ' *' if obs in COMPETITION_TASKS else ''
-        cells = ''.join(f'<td class="image-prob">{_fmt(r[v])}</td>' for v in views)
+        cells = ''.join(f'<td class="{view_cls(v, "image-prob")}">{_fmt(r[v])}</td>' for v in views)
         dec = r['decision'] if isinstance(r['decision'], str) else 'no threshold'
+        study = ('<td class="study-prob from-flagged" title="only from views that do not look like the training X-rays">'
+                 if only[obs] else '<td class="study-prob">')
+        src = html.escape(threshold_source(sources.get(obs))) if not np.isnan(r['threshold']) else 'no threshold saved'
         rows.append(f'<tr data-observation="{html.escape(obs)}"><td class="obs">{html.escape(obs)}{mark}</td>'
-                    f'<td class="study-prob">{_fmt(r["study"])}</td>{cells}'
-                    f'<td class="threshold">{_fmt(r["threshold"])}</td>'
-                    f'<td class="decision {dec.replace(" ", "-")}">{dec}</td></tr>')
-    return ('<table class="chexpert-table"><thead><tr><th>observation</th><th>study (max)</th>'
-            f'{head}<th>threshold</th><th>decision</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+                    f'{study}{_fmt(r["study"])}</td>{cells}<td class="threshold" title="{src}">{_fmt(r["threshold"])}</td>'
+                    f'<td class="decision {dec.replace(" ", "-")}{" from-flagged" * bool(only[obs])}">{dec}</td></tr>')
+    used = sorted({threshold_source(sources.get(o), detail=False) for o in table.index[table['threshold'].notna()]})
+    th_tip = html.escape('thresholds ' + ' / '.join(used) if used else 'no thresholds saved with this model')
+    study_head = 'study (max, flagged views only)' if views and flagged == set(views) else 'study (max)'
+    note = ('<div class="ood-note">Greyed: views that do not look like the chest X-rays this model was trained on, and '
+            'study values that come only from them.</div>' if flagged else '')
+    return (f'<table class="chexpert-table"><thead><tr><th>observation</th><th class="study-col">{study_head}</th>'
+            f'{head}<th class="threshold-col" title="{th_tip}">threshold</th><th>decision</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>{note}')
 
 # %% ../nbs/08_app.ipynb #ebba1648
 def _png(img:Image.Image) -> bytes:
@@ -148,6 +227,7 @@ def _png(img:Image.Image) -> bytes:
 
 def bar_chart(table:pd.DataFrame, # from `study_table`
               title:str='Study-level probability', # the chart's title
+              greyed:pd.Series|None=None, # per observation: True draws its bar faint (`from_flagged`: from flagged views only)
              ) -> bytes:
     "A horizontal bar chart of the study values, thresholds marked, as PNG bytes."
     fig = Figure(figsize=(6.4, 4.6), dpi=100)
@@ -155,13 +235,15 @@ def bar_chart(table:pd.DataFrame, # from `study_table`
     y = np.arange(len(table))[::-1]
     colors = ['#c0392b' if d == 'positive' else '#7f8c8d' if d == 'negative' else '#2e86c1'
               for d in table['decision']]
-    ax.barh(y, table['study'].values, color=colors, height=0.7)
+    faint = np.zeros(len(table), bool) if greyed is None else greyed.reindex(table.index).fillna(False).values.astype(bool)
+    for yi, p, c, f in zip(y, table['study'].values, colors, faint): ax.barh(yi, p, color=c, height=0.7, alpha=0.3 if f else 1)
     for yi, th in zip(y, table['threshold'].values):
         if not np.isnan(th): ax.plot([th, th], [yi - 0.45, yi + 0.45], color='black', lw=2)
     for yi, p in zip(y, table['study'].values): ax.text(1.03, yi, f"{p:.2f}", va='center', fontsize=8)
     ax.set_yticks(y, [o + (' *' if o in COMPETITION_TASKS else '') for o in table.index], fontsize=9)
     ax.set_xlim(0, 1.12); ax.set_xticks([0, .25, .5, .75, 1]); ax.axvline(1, color='#ccc', lw=0.8)
-    ax.set_xlabel('probability (red: positive at the saved threshold, black tick: threshold)', fontsize=8)
+    ax.set_xlabel('probability (red: positive at the saved threshold, black tick: threshold' +
+                  (';\nfaint: only from images unlike the training X-rays)' if faint.any() else ')'), fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
@@ -187,6 +269,13 @@ table.chexpert-table th, table.chexpert-table td { padding: 2px 8px; border-bott
                                                    white-space: nowrap; }
 table.chexpert-table td.obs { text-align: left; } td.study-prob { font-weight: bold; }
 td.decision.positive { color: #b03a2e; font-weight: bold; } td.decision.no-threshold { color: #999; }
+table.chexpert-table .ood-flagged, table.chexpert-table td.from-flagged, table.chexpert-table td.decision.from-flagged, .chexpert-card.card-ood .file-ok,
+.chexpert-card.card-ood .cam-prob { color: #aaa; }
+table.chexpert-table th.ood-flagged::before { content: "\\26A0  "; color: #b03a2e; }
+.ood-warning { color: #b03a2e; background: #fdecea; border-left: 3px solid #b03a2e; padding: 2px 6px; max-width: 260px; }
+.ood-note { color: #777; font-size: 12px; margin: 0 0 8px 0; max-width: 560px; }
+.dicom-notes { color: #7d5a00; margin: 2px 0 0 0; padding-left: 16px; max-width: 240px; }
+.chexpert-card.card-ood { border-color: #e6b0aa; }
 </style>"""
 
 BANNER = ("<b>Research use only: not a medical device.</b> This model's output is not a diagnosis and must not "
@@ -195,6 +284,8 @@ BANNER = ("<b>Research use only: not a medical device.</b> This model's output i
 HOW_TO_TRAIN = ("<b>No model yet</b> in <code>{folder}</code>. Train one: <code>make demo</code> trains a small model "
                 "on the synthetic sample in minutes on a CPU (or on CheXpert when <code>data/CheXpert-v1.0-small</code> "
                 "exists), or run <code>nbs/05_train.ipynb</code>. Then reload this page.")
+
+ENGINE_NAMES = {'onnx': 'ONNX Runtime (CPU)', 'torch': 'PyTorch'}  # `Predictor.engine.name` in words
 
 def _status(text, state='ready'): return f'<div class="chexpert-status {state}" data-state="{state}">{text}</div>'
 
@@ -207,6 +298,7 @@ class ChexpertApp:
         self.models, self.thumb_side = models_dir(models), thumb_side
         self.load_predictor = load_predictor or Predictor.from_bundle
         self.predictor, self.model_dir, self.table, self.images, self.errors, self.study_count = None, None, None, {}, {}, 0
+        self.checks = {}  # `view_checks` of the study shown
         self._items, self._upload_errors, self._quiet = [], {}, False
         self._build()
         self.refresh_models()
@@ -272,7 +364,9 @@ class ChexpertApp:
             self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
                                         f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
             return
-        self.model_info.value = f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}</span>'
+        engine = getattr(getattr(self.predictor, 'engine', None), 'name', None)  # 'onnx' or 'torch'
+        self.model_info.value = (f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}' +
+                                 (f'; runs on {ENGINE_NAMES.get(engine, engine)}' if engine else '') + '</span>')
         self.upload.disabled = False
         if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
         else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')
@@ -284,14 +378,19 @@ class ChexpertApp:
             self.analyse(items, errors)
         except Exception as e: self.status.value = _status(f'Something went wrong: {html.escape(repr(e))}', 'error')
 
-    def _card(self, name, img=None, error=None):
+    def _card(self, name, img=None, error=None, check=None):
         kids = [widgets.Image(value=thumbnail(img, self.thumb_side), format='png')] if img is not None else []
         kids.append(widgets.HTML(f'<div class="file-name">{html.escape(name)}</div>' +
                                  (f'<div class="file-error">{html.escape(error)}</div>' if error else
-                                  f'<div class="file-ok">{img.width} x {img.height}</div>')))
+                                  f'<div class="file-ok">{img.width} x {img.height}</div>') + view_notes_html(check)))
         box = widgets.VBox(kids, layout=widgets.Layout(width=f'{max(self.thumb_side, 200) + 16}px'))
         box.add_class('chexpert-card'); box.add_class('card-error' if error else 'card-ok')
+        if (check or {}).get('in_distribution') is False: box.add_class('card-ood')
         return box
+
+    def _sources(self) -> dict:
+        config = self.predictor.config
+        return (config.to_dict() if hasattr(config, 'to_dict') else config).get('threshold_sources') or {}
 
     def _read_study(self, items:list):
         "`(result, failed)`: `predict_study` over `items`; when it fails, each file is read alone and those that fail are set aside."
@@ -311,24 +410,28 @@ class ChexpertApp:
         "Read a new study: show each file or its error, then the table, the chart and the Grad-CAM."
         self.study_count += 1
         self._items, self._upload_errors = list(items), dict(errors or {})
-        self.errors, self.images, self.table = dict(errors or {}), {}, None
+        self.errors, self.images, self.table, self.checks = dict(errors or {}), {}, None, {}
         self.results.layout.display, self.cams.children, self.files.children = 'none', (), ()
         if self.predictor is None:
             self.status.value = _status('No model is loaded: pick or train one first.', 'error'); return
         self.status.value = _status(f'Reading {len(items)} file(s) and running the model…', 'busy')
         result, failed = self._read_study(items)
-        self.images = dict(result.images)
+        self.images, self.checks = dict(result.images), view_checks(result)
         self.errors.update(result.errors); self.errors.update(failed)
         order = {n: i for i, (n, _) in enumerate(items)}  # the cards in the order of the upload
         read = sorted([*result.per_image['name'], *failed], key=lambda n: order.get(n, len(order)))
-        self.files.children = [self._card(n, self.images.get(n), self.errors.get(n)) for n in read + list(self._upload_errors)]
+        self.files.children = [self._card(n, self.images.get(n), self.errors.get(n), self.checks.get(n))
+                               for n in read + list(self._upload_errors)]
         if not self.images:
             self.status.value = _status('None of the files could be read: see the messages beside their names.', 'error')
             return
         self.table = study_table(result, self.predictor.thresholds)
         views = [c for c in self.table.columns if c not in ('study', 'threshold', 'decision')]
-        self.table_html.value = table_html(self.table)
-        self.chart.value = bar_chart(self.table, f'Study-level probability (max over {len(views)} view{"s" * (len(views) > 1)})')
+        self.table_html.value = table_html(self.table, self.checks, self._sources())
+        flagged = [v for v in views if self.checks.get(v, {}).get('in_distribution') is False]
+        self.chart.value = bar_chart(self.table, f'Study-level probability (max over {len(views)} view{"s" * (len(views) > 1)}' +
+                                     (', all unlike the training X-rays)' if len(flagged) == len(views) else ')'),
+                                     from_flagged(self.table, set(flagged)))
         self.results.layout.display = None
         ranked = self.table['study'].drop('No Finding', errors='ignore').sort_values(ascending=False)
         self._quiet = True
@@ -340,7 +443,10 @@ class ChexpertApp:
         n_bad = len(self.errors)
         self.status.value = _status(f'Study {self.study_count}: {len(views)} image(s) read' +
                                     (f', {n_bad} file(s) could not be read (see beside their names)' if n_bad else '') +
-                                    '. The study value of each observation is the maximum over its views.', 'done')
+                                    '. The study value of each observation is the maximum over its views.' +
+                                    (f' {len(flagged)} of {len(views)} view(s) do not look like the chest X-rays this model '
+                                     'was trained on (greyed)' + (': every study value comes from them.' if len(flagged) == len(views)
+                                                                  else '.') if flagged else ''), 'done')
 
     def _on_cam(self, change):
         if not self._quiet and change['new']: self.show_gradcam(change['new'])
@@ -353,8 +459,11 @@ class ChexpertApp:
                 small = img.copy(); small.thumbnail((320, 320))  # the overlay is drawn at the size it is shown
                 shown = overlay(small, self.predictor.gradcam(img, observation))
                 p = self.table.loc[observation, name] if self.table is not None and name in self.table else np.nan
-                cap = widgets.HTML(f'<div class="file-name">{html.escape(name)}</div><div>{html.escape(observation)}: {_fmt(p)}</div>')
+                bad = self.checks.get(name, {}).get('in_distribution') is False
+                cap = widgets.HTML(f'<div class="file-name">{html.escape(name)}</div><div class="cam-prob">{html.escape(observation)}: '
+                                   f'{_fmt(p)}</div>' + ('<div class="ood-warning">unlike the training X-rays</div>' if bad else ''))
                 card = widgets.VBox([widgets.Image(value=_png(shown), format='png'), cap]); card.add_class('chexpert-card')
+                if bad: card.add_class('card-ood')
                 cards.append(card)
             self.cams.children = cards
         except Exception as e:

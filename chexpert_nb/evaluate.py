@@ -510,12 +510,17 @@ def _heldout_text(summary:dict) -> list:
             f"on the other {s['n_studies'][1]} (patients split in halves, seed {s['seed']}), and the other way round, averaged; "
             f"the threshold shown is chosen on {summary['threshold_chosen_on']}"]
 
+def _fitted_on(calibration:dict) -> str:
+    "What the bundle's temperatures were fitted on: the CSV (`--calibrate`) or the training run's validation split."
+    fitted = calibration.get('fitted_on') or {}
+    return fitted.get('csv') or fitted.get('data') or 'no recorded data'
+
 def _calibration_text(summary:dict) -> list:
     "What the ECE in the table measures, and the temperatures fitted here: before, after, recorded or not."
     c, fmt = summary['calibration'], lambda v: 'n/a' if v is None or np.isnan(v) else f"{v:.3f}"
     bundle = c['bundle']
     lines = [f"  calibration (ECE, {summary['ece_bins']} equal-width bins): " + (
-        f"the bundle's temperatures (fitted on {bundle.get('fitted_on', {}).get('csv', 'no recorded CSV')}) applied"
+        f"the bundle's temperatures (fitted on {_fitted_on(bundle)}) applied"
         if bundle else "the bundle has none: probabilities as the model gives them") + f"; mean ECE of the tasks {fmt(c['ece_mean'])}"]
     f = c['fitted']
     if f: lines.append(f"  temperatures fitted on these studies for {len(f['temperatures'])} observation(s): mean ECE of the tasks "
@@ -563,8 +568,8 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  calibrate:store_true=False, # fit per-observation temperatures on this CSV and record them in the bundle
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png, reliability.png and thresholds into it."
-    if model is None or (csv is None and dataset is None): raise CliError("--model and --csv (or --dataset and --root) are "
-        "required, e.g. chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv, or "
+    if model is None or (csv is None and dataset is None): raise CliError("--model and --csv are required (or --dataset "
+        "with --root instead of --csv), e.g. chexpert-evaluate --model models/<name> --csv data/CheXpert-v1.0-small/valid.csv, or "
         "--dataset nih --root data/NIH --split test")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
                                    missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, json, os, pickle, re, socket, sys, time, warnings
+import argparse, importlib.util, json, os, pickle, re, socket, sys, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict, fields, MISSING
 from pathlib import Path
@@ -23,17 +23,19 @@ from fastai.distributed import DistributedDL
 from sklearn.metrics import roc_auc_score
 from .data import OBSERVATIONS, COMPETITION_TASKS, SAMPLE_MARKER, NIH_SPLIT_FILES, read_chexpert_csv, read_dataset, default_data
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
-from .fastdata import radiograph_block, retain_freed_memory
-from .bundle import BundleConfig, normalize_stats, save_bundle
+from .fastdata import radiograph_block, retain_freed_memory, open_gray
+from .bundle import (BundleConfig, normalize_stats, save_bundle, read_config, export_onnx, fit_temperature,
+    set_calibration, pooled_features, fit_ood, save_ood)
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch',
-           'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'EpochLog', 'CheckpointError',
-           'Checkpoint', 'read_checkpoint', 'load_checkpoint', 'PretrainedWeightsError', 'imagenet_weights',
-           'paper_adam', 'chexpert_model', 'chexpert_learner', 'is_synthetic', 'load_frames', 'bundle_config',
-           'RunLockedError', 'lock_holder', 'run_lock', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data',
-           'make_dls', 'make_learner', 'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train',
-           'parse_policy', 'parse_tasks', 'train_parser', 'config_from_args', 'train_cli']
+__all__ = ['LOCK_FILE', 'MIN_PER_CLASS', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations', 'chexpert_dls', 'body_cut',
+           'get_arch', 'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'EpochLog',
+           'CheckpointError', 'Checkpoint', 'read_checkpoint', 'load_checkpoint', 'PretrainedWeightsError',
+           'imagenet_weights', 'paper_adam', 'chexpert_model', 'chexpert_learner', 'is_synthetic', 'load_frames',
+           'bundle_config', 'RunLockedError', 'lock_holder', 'run_lock', 'add_onnx', 'temperatures', 'add_calibration',
+           'add_ood', 'finish_bundle', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls',
+           'make_learner', 'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'parse_policy',
+           'parse_tasks', 'train_parser', 'config_from_args', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #785fb168
 @dataclass
@@ -62,6 +64,10 @@ class TrainConfig:
     checkpoint_every: int = 1000  # training batches between checkpoints (and one after every epoch)
     num_workers: int|None = None  # DataLoader workers; None: up to 8, one per CPU core
     seed: int = 0  # seeds the patient split, the batch order and the weights of the head
+    onnx: bool = True  # after training, also write model.onnx for ONNX Runtime (needs onnx and onnxscript)
+    calibrate: bool = True  # after training, fit a temperature per observation on the validation images (certain labels)
+    ood: bool = True  # after training, fit out-of-distribution statistics of the pooled features (ood.safetensors)
+    ood_images: int = 2000  # at most this many training images (a seeded sample) and as many validation images for `ood`
 
 # %% ../nbs/05_train.ipynb #61dbbcee
 class _Lookup:
@@ -436,6 +442,88 @@ def run_lock(out:str|Path):
     try: yield f
     finally: f.unlink(missing_ok=True)
 
+# %% ../nbs/05_train.ipynb #809317c6
+MIN_PER_CLASS = 10  # labelled validation images of each class (0 and 1) an observation needs for its temperature
+
+def add_onnx(out:Path) -> Path|None:
+    "Write `out/model.onnx` (`export_onnx`); where that cannot be done, say why and how to add it later, never failing the run."
+    missing = [m for m in ('onnx', 'onnxscript') if importlib.util.find_spec(m) is None]
+    later = f"add it later with `chexpert-export-onnx {out}`"
+    if missing:
+        print(f"the bundle has no model.onnx ({' and '.join(missing)} not installed): `pip install onnx onnxscript`, then {later}.", flush=True)
+        return None
+    try: return export_onnx(out)
+    except Exception as e:  # the weights are saved: an exporter's failure must not turn a finished run into a failed one
+        print(f"the bundle has no model.onnx: the export failed ({type(e).__name__}: {e}); {later}.", flush=True)
+        return None
+
+def temperatures(probs:np.ndarray, # (n, 14) probabilities in observation order
+                 targets:np.ndarray, # (n, 14) labels: 0 and 1 are used; NaN (uncertain, not labelled) and others left out
+                 min_per_class:int=MIN_PER_CLASS, # labelled images of each class an observation needs
+                ) -> tuple[dict, dict]:
+    "The temperature of each observation with enough labels of both classes (`fit_temperature`), and every observation's counts."
+    temps, counts = {}, {}
+    for j, o in enumerate(OBSERVATIONS):
+        y = targets[np.isin(targets[:, j], (0, 1)), j]
+        counts[o] = {'positive': int(y.sum()), 'negative': int(len(y) - y.sum())}
+        if min(counts[o].values()) >= min_per_class: temps[o] = fit_temperature(y, probs[np.isin(targets[:, j], (0, 1)), j])
+    return temps, counts
+
+# %% ../nbs/05_train.ipynb #e632ce0f
+def _valid_probs(learn:Learner, policy:dict) -> tuple[np.ndarray, np.ndarray]:
+    "The probabilities of the learner's model and the targets over its validation DataLoader: a plain loop (no fastai events, nothing gathered)."
+    probs, targs = [], []
+    learn.model.eval()
+    with torch.inference_mode():
+        for x, y in learn.dls.valid:
+            probs.append(to_probs(learn.model(x).float(), policy).cpu()); targs.append(y.cpu())
+    return torch.cat(probs).numpy(), torch.cat(targs).numpy()
+
+def add_calibration(learn:Learner, out:Path, valid:str) -> dict:
+    "Fit a temperature per observation on the run's validation images with the learner's (best) weights, and record them in the bundle."
+    config = read_config(out)
+    temps, counts = temperatures(*_valid_probs(learn, config.policy))
+    left = [o for o in OBSERVATIONS if o not in temps]
+    rule = f"at least {MIN_PER_CLASS} labelled validation images of each class"
+    if not temps:
+        print(f"the bundle is not calibrated: no observation has {rule}; calibrate it on labelled data with "
+              f"`chexpert-evaluate --calibrate`.", flush=True)
+        return {}
+    set_calibration(out, temps, {'data': f"validation split of the training run ({valid}), image level, certain labels "
+        "(0/1) only; it also chose the best epoch", 'n_images': {o: sum(counts[o].values()) for o in temps},
+        'rule': rule, 'not_calibrated': {o: counts[o] for o in left}})
+    print(f"calibrated {len(temps)} observations on the validation images; not {left} (fewer than {MIN_PER_CLASS} of a class)", flush=True)
+    return temps
+
+def _sample_files(df:pd.DataFrame, n:int, seed:int) -> list:
+    "Up to `n` of the frame's image files, a seeded random sample in the frame's order."
+    keep = np.sort(np.random.default_rng(seed).choice(len(df), min(n, len(df)), replace=False))
+    return df['file'].to_numpy()[keep].tolist()
+
+def _features(model:nn.Module, files:list, config:BundleConfig, chunk:int=64) -> np.ndarray:
+    "`pooled_features` of image files, opened (in full, as the validation path and the predictor do) a chunk at a time."
+    return np.concatenate([pooled_features(model, [open_gray(f) for f in files[i:i + chunk]], config)
+                           for i in range(0, len(files), chunk)])
+
+def add_ood(learn:Learner, out:Path, train_df:pd.DataFrame, valid_df:pd.DataFrame, n_images:int=2000, seed:int=0) -> dict:
+    "Fit out-of-distribution statistics on up to `n_images` training images, the threshold on as many validation images; save them."
+    config = read_config(out)
+    learn.model.eval()
+    fit, holdout = _sample_files(train_df, n_images, seed), _sample_files(valid_df, n_images, seed)
+    arrays, info = fit_ood(_features(learn.model, fit, config), _features(learn.model, holdout, config))
+    save_ood(out, arrays, {**info, 'fit_images': 'a seeded random sample of the training images',
+                           'holdout_images': 'the validation images (a seeded sample where more)'})
+    print(f"out-of-distribution statistics from {info['n_fit']} training images, threshold passing 99% of "
+          f"{info['n_holdout']} validation images", flush=True)
+    return info
+
+def finish_bundle(learn:Learner, cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame):
+    "What a bundle carries beside its weights, as `cfg` says: `model.onnx`, temperatures, out-of-distribution statistics (process 0)."
+    out = Path(cfg.out)
+    if cfg.onnx: add_onnx(out)
+    if cfg.calibrate: add_calibration(learn, out, cfg.valid)
+    if cfg.ood: add_ood(learn, out, train_df, valid_df, cfg.ood_images, cfg.seed)
+
 # %% ../nbs/05_train.ipynb #7b5eb411
 class GlooDL(DistributedDL):
     "fastai's `DistributedDL` for processes on CPUs (gloo): it broadcasts the epoch's order on the CPU, where fastai's moves it to CUDA."
@@ -573,6 +661,7 @@ def train(cfg:TrainConfig, # what to train; with `resume`, the saved configurati
             if state: load_checkpoint(learn, state['file'])
             fit_stages(learn, cfg, config, train_df, valid_df, state)
             write_bundle(learn, config, cfg)
+            if not rank_distrib(): finish_bundle(learn, cfg, train_df, valid_df)
             distrib_barrier()
     except BaseException:
         if claimed and not (out/'checkpoints'/'last.json').exists(): _remove_failed_start(out)  # nothing to resume

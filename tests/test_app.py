@@ -1,6 +1,7 @@
 "The app's callbacks with a real trained bundle and real X-rays, driven from Python as a browser upload would be; the wheel."
 import io
 from datetime import datetime
+from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,6 +25,39 @@ def two_images(sample_dir) -> list:
         paths = sorted(study.glob('view*.jpg'))[:2]
     return [(p.name, p.read_bytes()) for p in paths]
 
+def photograph() -> tuple[str, bytes]:
+    "A photograph of a person (matplotlib's sample `grace_hopper.jpg`): not a chest X-ray."
+    from matplotlib.cbook import get_sample_data
+    with get_sample_data('grace_hopper.jpg') as f: return 'grace_hopper.jpg', f.read()
+
+def _xray_files(sample_dir) -> list:
+    "The X-rays the uploads come from: the real NIH images where ../shared has them, else the synthetic sample's."
+    from conftest import NIH
+    if (NIH/'labels.csv').exists(): return sorted((NIH/'images').glob('*.jpg')) + sorted((NIH/'originals').glob('*.png'))
+    return sorted(sample_dir.rglob('*.jpg'))
+
+@pytest.fixture(scope='module')
+def ood_models(trained_models, sample_dir, tmp_path_factory):
+    """A copy of the trained bundle with model.onnx and out-of-distribution statistics fitted on the X-rays the uploads
+    come from; its threshold lies halfway between the highest score of those X-rays (the uploaded ones among them)
+    and the photograph's, so that the uploaded X-rays pass and the photograph is flagged, each with a margin."""
+    import shutil
+    from chexpert_nb.bundle import export_onnx, fit_ood, load_bundle, ood_scores, pooled_features, save_ood, ONNX_FILE
+    from chexpert_nb.infer import load_image
+    models = tmp_path_factory.mktemp('ood-models')
+    out = Path(shutil.copytree(trained_models/'tiny-densenet121', models/'tiny-densenet121'))
+    if not (out/ONNX_FILE).exists(): export_onnx(out)  # training writes it (chexpert-train), a bare bundle has none
+    model, config = load_bundle(out, 'cpu')
+    xrays = [load_image(p) for p in _xray_files(sample_dir)]
+    uploads = [load_image(data, name) for name, data in two_images(sample_dir)]
+    fit, held = pooled_features(model, xrays[::2], config), pooled_features(model, xrays[1::2] + uploads, config)
+    arrays, info = fit_ood(fit, held, quantile=1.0)
+    highest = float(ood_scores(held, arrays, info).max())
+    photo = float(ood_scores(pooled_features(model, [load_image(photograph()[1])], config), arrays, info)[0])
+    assert photo > 1.2 * highest, f"the photograph scores {photo:.2f}, the X-rays up to {highest:.2f}: no margin to test"
+    save_ood(out, arrays, info | {'threshold': (highest + photo) / 2})
+    return models
+
 @pytest.fixture(scope='module')
 def xrays(sample_dir): return two_images(sample_dir)
 
@@ -44,7 +78,7 @@ def test_one_xray(app, xrays):
     app.upload.value = [_file(name, data)]
     _study(app)
     assert list(app.images) == [name] and app.errors == {}
-    assert app.table_html.value.count('class="study-prob"') == 14
+    assert app.table_html.value.count('class="study-prob') == 14  # greyed ('study-prob from-flagged') where flagged
     assert app.chart.value[:8] == b'\x89PNG\r\n\x1a\n'
     assert len(app.cams.children) == 1                       # the Grad-CAM overlay of the top observation
 
@@ -87,6 +121,40 @@ def test_uploads_are_not_written(app, xrays, tmp_path, monkeypatch):
     app.upload.value = [_file(n, d) for n, d in xrays]
     _study(app)
     assert list(tmp_path.iterdir()) == []
+
+def test_a_photograph_is_flagged_an_xray_is_not(ood_models, xrays):
+    "With the bundle's out-of-distribution statistics: the warning beside the photograph only, its numbers greyed."
+    from chexpert_nb.app import OOD_WARNING, NO_OOD
+    app = ChexpertApp(ood_models)
+    assert 'out-of-distribution check: mahalanobis' in app.model_info.value and NO_OOD not in app.model_info.value
+    assert app.predictor.engine.name == 'onnx' and 'runs on ONNX Runtime' in app.model_info.value  # the default: auto
+    name, data = xrays[0]
+    app.upload.value = [_file(name, data), _file(*photograph())]
+    _study(app)
+    assert app.checks[name]['in_distribution'] is True and app.checks['grace_hopper.jpg']['in_distribution'] is False
+    xray_card, photo_card = [c.children[-1].value for c in app.files.children]
+    assert OOD_WARNING in photo_card and OOD_WARNING not in xray_card
+    assert app.table_html.value.count('<td class="image-prob ood-flagged">') == 14
+    assert '1 of 2 view(s) do not look like the chest X-rays' in app.status.value
+
+def test_dicom_notes_beside_the_image(app, xrays):
+    "A CT's DICOM tags give plain-language notes on its card; the X-ray's card has none."
+    arr = np.asarray(Image.open(io.BytesIO(xrays[0][1])).convert('L'), dtype=np.uint16) * 16
+    app.upload.value = [_file(*xrays[0]), _file('head-ct.dcm', make_dicom(arr, Modality='CT', BodyPartExamined='HEAD'))]
+    xray_card, ct_card = [c.children[-1].value for c in app.files.children]
+    assert 'CT, not a radiograph' in ct_card and 'body part: HEAD, not chest' in ct_card and 'dicom-notes' not in xray_card
+
+def test_no_ood_statistics(trained_models, tmp_path):
+    "A bundle without statistics (training fits them: removed here): nothing said per image, the model line says there is no check."
+    import shutil
+    from chexpert_nb.app import OOD_WARNING, NO_OOD
+    from chexpert_nb.bundle import read_config, write_config, OOD_FILE
+    out = Path(shutil.copytree(trained_models/'tiny-densenet121', tmp_path/'tiny-densenet121'))
+    config = read_config(out); config.ood = {}; write_config(config, out); (out/OOD_FILE).unlink(missing_ok=True)
+    app = ChexpertApp(tmp_path)
+    assert NO_OOD in app.model_info.value and 'thresholds saved for 7 of 14 observations, chosen by fixed (test)' in app.model_info.value
+    app.upload.value = [_file(*photograph())]
+    assert OOD_WARNING not in app.files.children[0].children[-1].value and 'ood-flagged' not in app.table_html.value
 
 def test_no_model(tmp_path):
     app = ChexpertApp(tmp_path)

@@ -54,8 +54,9 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert f"kept {len(set(before['thresholds']) - set(scored))} from before: fixed (test) on no recorded CSV" in r.stdout \
         or not set(before['thresholds']) - set(scored)
     assert (model/'roc.png').stat().st_size > 10_000 and (model/'reliability.png').stat().st_size > 10_000
-    assert ev['calibration']['bundle'] is None and ev['calibration']['fitted']['recorded'] is False  # fitted, not recorded
-    assert 'the bundle has none' in r.stdout and 'not recorded (--calibrate records them)' in r.stdout
+    assert ev['calibration']['bundle'] == (before['calibration'] or None)  # as 05_train left it
+    if before['calibration']: assert ev['calibration']['fitted'] is None and "the bundle's temperatures" in r.stdout
+    else: assert ev['calibration']['fitted']['recorded'] is False and 'not recorded (--calibrate records them)' in r.stdout
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
     from chexpert_nb.infer import Predictor
@@ -84,7 +85,7 @@ def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_
 def test_evaluate_reports_bad_input(bundle, sample_dir, tmp_path):
     model = tmp_path/'m'; shutil.copytree(bundle, model)
     r = _evaluate('--model', model)
-    assert r.returncode != 0 and '--model and --csv (or --dataset and --root) are required' in r.stderr
+    assert r.returncode != 0 and '--model and --csv are required' in r.stderr
     csv = tmp_path/'valid.csv'
     df = pd.read_csv(sample_dir/'valid.csv'); df.loc[0, 'Path'] = df.loc[0, 'Path'].replace('view1', 'view9')
     df.to_csv(csv, index=False)
@@ -156,9 +157,17 @@ def test_thresholds_are_written_only_when_scored_and_asked(bundle, sample_dir, t
 def _table(model): return pd.read_csv(model/'evaluation.csv', index_col=0)
 
 
+def _plain_copy(bundle, model):
+    "A copy of the bundle without temperatures or OOD statistics (05_train fits both unless told not to)."
+    shutil.copytree(bundle, model)
+    config = json.loads((model/'config.json').read_text()); config['calibration'], config['ood'] = {}, {}
+    (model/'config.json').write_text(json.dumps(config)); (model/'ood.safetensors').unlink(missing_ok=True)
+    return model
+
+
 def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, sample_dir, tmp_path):
     "--calibrate fits a temperature per observation on the CSV's studies and records them with the CSV; AUROC stays."
-    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    model = _plain_copy(bundle, tmp_path/'m')
     csv = sample_dir/'valid.csv'
     r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', '--no-save')
     assert r.returncode == 0 and 'wrote nothing (--no-save)' in r.stdout, r.stderr
@@ -224,7 +233,7 @@ def test_the_share_out_of_distribution_is_reported(bundle, sample_dir, tmp_path)
     "No statistics: said so; with statistics fitted on the training images: the flagged images, as their scores say."
     from PIL import Image
     from chexpert_nb.bundle import fit_ood, load_bundle, pooled_features, save_ood
-    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    model = _plain_copy(bundle, tmp_path/'m')
     r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save-thresholds')
     assert r.returncode == 0 and 'out of distribution: no OOD statistics in this bundle' in r.stdout, r.stderr
     assert json.loads((model/'evaluation.json').read_text())['ood'] == {'statistics': False, 'note': 'no OOD statistics in this bundle'}
