@@ -81,7 +81,6 @@ def main(size=320, bs=32, reps=5, patients=100, device='cpu', workers=0, threads
     times = interleaved(runs, reps=reps, warmup=0)
     per_img = {k: med(v) / counts[k] for k, v in times.items()}
     FLOOR = 'floor: PIL decode + resize (baseline)'
-    base = per_img[FLOOR]
     # the ratio of each rep to the floor of the same rep (they ran seconds apart), then the median over reps
     paired = {k: med([(t / counts[k]) / (f / counts[FLOOR]) for t, f in zip(v, times[FLOOR])]) for k, v in times.items()}
     for k in runs:
@@ -98,7 +97,7 @@ def _full_res(size, n, reps):
     import numpy as np
     from PIL import Image, ImageFilter
     from chexpert_nb.data import draw_synthetic
-    from chexpert_nb.fastdata import open_gray, cache_dataset
+    from chexpert_nb.fastdata import open_gray
     d = BENCH_DATA/f'full-res-{n}'
     files = [d/f'img{i}.jpg' for i in range(n)]
     if not all(f.exists() for f in files):

@@ -79,15 +79,6 @@ def infer_without_torch() -> bool:
     return subprocess.run([sys.executable, '-c', probe], capture_output=True, cwd=ROOT).returncode == 0
 
 
-def rotated(fns: dict, reps: int, warmup: int = 1) -> dict:
-    "Seconds per call of each function: `reps` rounds (after `warmup`) calling each once, in a rotating order."
-    times, keys = {k: [] for k in fns}, list(fns)
-    for r in range(warmup + reps):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            t0 = time.perf_counter(); fns[k](); dt = time.perf_counter() - t0
-            if r >= warmup: times[k].append(dt)
-    return times
-
 
 def bench_bundle() -> Path:
     "The 320 px DenseNet-121 bundle with model.onnx, written once under data/bench/."
@@ -151,7 +142,7 @@ def main(cold_reps: int = 5, reps: int = 21) -> int:
     x, model = torch_engine._input(batch), torch_engine.model
     def raw():
         with torch.inference_mode(): model(x)
-    times = rotated({'torch raw forward on a prepared tensor': raw, 'OnnxEngine.probs(uint8 batch)': lambda: onnx_engine.probs(batch)}, reps)
+    times = common.rotated({'torch raw forward on a prepared tensor': raw, 'OnnxEngine.probs(uint8 batch)': lambda: onnx_engine.probs(batch)}, reps)
     print("(b) single-image latency, 320 px, 1 thread")
     for k, v in times.items(): print(f"   {k:40s} median {statistics.median(v) * 1e3:7.1f} ms (min {min(v) * 1e3:.1f}, n={len(v)})")
     latency = statistics.median(o / t for t, o in zip(*times.values()))
@@ -159,7 +150,7 @@ def main(cold_reps: int = 5, reps: int = 21) -> int:
     def folder(engine):
         for i in range(0, len(files), 16):
             engine.probs(image_batch([load_image(f) for f in files[i:i + 16]], 320))
-    times = rotated({'torch': lambda: folder(torch_engine), 'onnx': lambda: folder(onnx_engine)}, 3)
+    times = common.rotated({'torch': lambda: folder(torch_engine), 'onnx': lambda: folder(onnx_engine)}, 3)
     print(f"(c) folder throughput, {len(files)} JPEGs, batches of 16 (load_image + image_batch + probs)")
     for k, v in times.items(): print(f"   {k:6s} {len(files) / statistics.median(v):6.1f} images/s ({common.spread(v)})")
     print(f"   onnx / torch time: {statistics.median(times['onnx']) / statistics.median(times['torch']):.3f} (reported, no target)")

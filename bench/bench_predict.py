@@ -19,7 +19,7 @@ exit status 1 when a target is missed.
 Usage: python bench/bench_predict.py [--reps 21] [--size 320] [--threads 1]
 """
 from __future__ import annotations
-import argparse, os, platform, statistics, subprocess, sys, tempfile, time, warnings
+import argparse, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
@@ -34,15 +34,6 @@ def machine() -> str:
     import torch
     return f"{common.machine()}, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
-
-def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict:
-    "Seconds per call of each function: `reps` rounds (after `warmup`) calling each once, in a rotating order."
-    times, keys = {k: [] for k in fns}, list(fns)
-    for r in range(warmup + reps):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            t0 = time.perf_counter(); fns[k](); dt = time.perf_counter() - t0
-            if r >= warmup: times[k].append(dt)
-    return times
 
 
 def frames(tmp: Path):
@@ -89,7 +80,7 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     print(f"   image: {what}, {len(jpeg) / 1e3:.0f} kB; model: {config.arch} at {size} px, n_in {config.n_in}")
     print(f"   ours vs learn.predict on this image: max |difference| of the 14 probabilities {err:.1e}")
     img = load_image(jpeg)
-    parts = interleaved({'decode': lambda: load_image(jpeg), 'preprocess': lambda: preprocess(img, pred.config)}, 50)
+    parts = common.rotated({'decode': lambda: load_image(jpeg), 'preprocess': lambda: preprocess(img, pred.config)}, 50, warmup=2)
     print("   the predictor's own work, timed alone: decode + checks %.2f ms, preprocess %.2f ms"
           % tuple(statistics.median(v) * 1e3 for v in parts.values()))
     fns = {'raw forward on a prepared tensor': raw,
@@ -98,7 +89,7 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     png = sorted((NIH/'originals').glob('*.png'))[0].read_bytes() if (NIH/'originals').is_dir() else None
     if png: fns['Predictor.predict(1024 px PNG bytes)'] = lambda: pred.predict([png])
     with torch.inference_mode(False):
-        times = interleaved(fns, reps)
+        times = common.rotated(fns, reps, warmup=2)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"   {k:40s} median {med[k] * 1e3:7.1f} ms (min {min(v) * 1e3:.1f}, max {max(v) * 1e3:.1f}, n={len(v)})")

@@ -37,6 +37,16 @@ def interleaved(fns: dict, reps: int = 5, warmup: int = 1) -> dict:
     return times
 
 
+def rotated(fns: dict, reps: int, warmup: int = 1) -> dict:
+    "Seconds per call of each function: `reps` rounds (after `warmup`) calling each once, in a rotating order."
+    times, keys = {k: [] for k in fns}, list(fns)
+    for r in range(warmup + reps):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            t0 = time.perf_counter(); fns[k](); dt = time.perf_counter() - t0
+            if r >= warmup: times[k].append(dt)
+    return times
+
+
 def med(xs) -> float: return statistics.median(xs)
 
 

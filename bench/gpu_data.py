@@ -40,7 +40,7 @@ def main():
     p.add_argument('--device', default='cuda')
     args = p.parse_args()
     run_quiet()
-    import numpy as np, torch
+    import torch
     if args.device == 'cuda' and not torch.cuda.is_available(): print("no CUDA GPU: this benchmark needs one"); sys.exit(2)
     from multiprocessing import get_context
     from chexpert_nb.data import make_sample, read_chexpert_csv

@@ -39,7 +39,7 @@ def main():
     from chexpert_nb.data import make_sample, read_chexpert_csv
     from chexpert_nb.labels import ChexpertLoss
     from chexpert_nb.bundle import BundleConfig, build_model
-    from chexpert_nb.train import chexpert_dls, chexpert_learner, paper_adam
+    from chexpert_nb.train import chexpert_dls, chexpert_learner
     header(f"gpu_train: DenseNet-121 at {args.size} px, bs {args.bs}, mixed precision, channels-last")
     gpu = torch.cuda.get_device_name() if dev == 'cuda' else 'none (dry run on the CPU)'
     print(f"   GPU: {gpu}, torch {torch.__version__}", flush=True)

@@ -14,7 +14,7 @@ from .labels import resolve_policy, n_outputs
 from .bundle import BundleConfig, build_model, save_bundle, normalize_stats
 
 # %% auto #0
-__all__ = ['TinyNet', 'tiny_bundle', 'make_dicom', 'simulate_scores']
+__all__ = ['TinyNet', 'tiny_bundle', 'make_dicom', 'simulate_scores', 'free_port', 'listening']
 
 # %% ../nbs/03_testing.ipynb #512ffb7b
 class TinyNet(torch.nn.Sequential):
@@ -87,3 +87,17 @@ def simulate_scores(n:int=200, # studies
     for o, k in (positives or {}).items(): y[o] = 0.0; y.iloc[:k, y.columns.get_loc(o)] = 1.0
     z = rng.normal(size=y.shape) + shift * y.to_numpy()
     return y, pd.DataFrame(1 / (1 + np.exp(-z)), columns=OBSERVATIONS, index=y.index)
+
+# %% ../nbs/03_testing.ipynb #142f7f3f
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that is free now (another process may still take it before it is used)."
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def listening(port:int) -> bool:
+    "Whether something accepts connections on 127.0.0.1:`port`."
+    import socket
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(('127.0.0.1', port)) == 0

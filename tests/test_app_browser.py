@@ -2,12 +2,13 @@
 Playwright drives Debian's Chromium.
 
 Timeouts are generous: on a busy 2-core machine the preheated kernel (torch, fastai, the model) takes a while."""
-import os, re, signal, socket, subprocess, sys, time
+import os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import ROOT
 import test_app
 from test_app import two_images, photograph
+from chexpert_nb.testing import free_port, listening
 
 ood_models = test_app.ood_models  # the fixture: the trained bundle with model.onnx and OOD statistics
 CHROMIUM = Path('/usr/bin/chromium')
@@ -21,14 +22,6 @@ if not CHROMIUM.exists():
     pytest.skip(f"the browser test needs Debian's Chromium at {CHROMIUM}: apt-get install chromium",
                 allow_module_level=True)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def _listening(port:int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(('127.0.0.1', port)) == 0
 
 @pytest.fixture(scope='module')
 def server(ood_models, tmp_path_factory):
@@ -38,13 +31,13 @@ def server(ood_models, tmp_path_factory):
     log = tmp_path_factory.mktemp('voila')/'voila.log'
     elsewhere = tmp_path_factory.mktemp('elsewhere')  # neither the project nor nbs/: the page comes from the package
     for attempt in range(3):  # another process may take the free port before Voila does
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([str(Path(sys.executable).parent/'chexpert-app'), '--models', str(ood_models),
                                  '--port', str(port)], cwd=elsewhere, env=env, stdout=log.open('w'),
                                 stderr=subprocess.STDOUT)
         deadline = time.time() + 120
-        while proc.poll() is None and not _listening(port) and time.time() < deadline: time.sleep(0.5)
-        if proc.poll() is None and _listening(port): break
+        while proc.poll() is None and not listening(port) and time.time() < deadline: time.sleep(0.5)
+        if proc.poll() is None and listening(port): break
         proc.kill(); proc.wait(30)
     else: pytest.fail(f"Voila did not start; its log:\n{log.read_text()[-3000:]}")
     yield f'http://127.0.0.1:{port}/', log, proc

@@ -3,9 +3,10 @@ bundle, with small cull values. Pages are plain HTTP requests where that is enou
 must run (to close it as a visitor does).
 
 Kernels are counted as the server's `ipykernel_launcher` child processes; every wait is bounded."""
-import os, re, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+import os, re, signal, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
+from chexpert_nb.testing import free_port, listening
 
 psutil = pytest.importorskip('psutil')
 CHROMIUM = Path('/usr/bin/chromium')
@@ -16,25 +17,17 @@ TOKEN = 'a-test-token'
 MAX_SESSIONS, CULL_IDLE, CULL_INTERVAL = 2, 6, 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def _listening(port:int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(('127.0.0.1', port)) == 0
 
 def start(args:list, cwd:Path, log:Path):
     "`(proc, port)`: `chexpert-app` with `args` on a free port, started in `cwd`, once it listens."
     env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
     for attempt in range(3):  # another process may take the free port first
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([str(APP), '--port', str(port), *args], cwd=cwd, env=env, stdout=log.open('w'),
                                 stderr=subprocess.STDOUT)
         deadline = time.time() + 120
-        while proc.poll() is None and not _listening(port) and time.time() < deadline: time.sleep(0.5)
-        if proc.poll() is None and _listening(port): return proc, port
+        while proc.poll() is None and not listening(port) and time.time() < deadline: time.sleep(0.5)
+        if proc.poll() is None and listening(port): return proc, port
         proc.kill(); proc.wait(30)
     pytest.fail(f"chexpert-app did not start; its log:\n{log.read_text()[-3000:]}")
 
