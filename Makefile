@@ -55,7 +55,7 @@ app: $(STAMP)
 
 # Benchmarks (bench/, figures in bench/RESULTS.md): each compares with a baseline timed in the same run and ends with
 # a RATIO line; the target exits 1 when any ratio misses its target (after running them all).
-BENCHES := bench_csv bench_data bench_train bench_predict bench_predict_folder bench_startup bench_app
+BENCHES := bench_csv bench_data bench_train bench_predict bench_predict_folder bench_startup bench_onnx bench_app
 bench: $(STAMP)
 	@failed=""; for b in $(BENCHES); do \
 	  if [ ! -f bench/$$b.py ]; then echo "== bench/$$b.py: not there, skipped"; continue; fi; \
