@@ -6,7 +6,7 @@ of images out of distribution."""
 
 # %% ../nbs/07_evaluate.ipynb #cbe7547b
 from __future__ import annotations
-import json, sys, time
+import json
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
@@ -17,7 +17,7 @@ from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, 
 from .labels import DEFAULT_POLICY, patient_split
 from .bundle import (BundleConfig, set_thresholds, set_calibration, fit_temperature, in_distribution,
                                 calibrate as calibrate_probs)
-from .infer import Predictor, predict_files, aggregate_studies
+from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'bootstrap_auroc', 'choose_threshold',
@@ -342,23 +342,6 @@ def _check_options(layout:str, aggregate:str, threshold:str, missing:str, n_boot
     for name, value in (('n_boot', n_boot), ('batch_size', batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} (--{name.replace('_', '-')}) is {value!r}; it must be a whole number, at least 1.")
-
-def _progress(items, total:int, # an iterable and its length
-              every:float=5.0, # seconds between lines when not on a terminal
-              file=None, # where lines go; None: stderr, or fastprogress's bar on a terminal or in Jupyter
-             ):
-    "Yield `items`: a progress bar on a terminal; elsewhere one line `predicted i of n images` at most every `every` s."
-    from fastprogress.core import IN_NOTEBOOK
-    if file is None and (IN_NOTEBOOK or sys.stderr.isatty()):
-        from fastprogress.fastprogress import progress_bar
-        yield from progress_bar(items, total=total); return
-    file = file or sys.stderr
-    last, shown, i = time.monotonic(), -1, 0
-    for i, item in enumerate(items, 1):
-        yield item
-        if time.monotonic() - last >= every:
-            print(f"predicted {i} of {total} images", file=file, flush=True); last, shown = time.monotonic(), i
-    if shown != i: print(f"predicted {i} of {total} images", file=file, flush=True)  # the count at the end
 
 def _write_thresholds(model_dir:Path, table:pd.DataFrame, method:str, source:str) -> list:
     "Record the thresholds of the observations this CSV could score in the bundle (the others keep theirs); returns them."

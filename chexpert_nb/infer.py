@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.script import call_parse, CliError, store_true
-from .bundle import BundleConfig, calibrate, load_ood, ood_scores, in_distribution, plain_language_notes
+from .bundle import _umask, BundleConfig, calibrate, load_ood, ood_scores, in_distribution, plain_language_notes
 from .data import OBSERVATIONS
 
 # %% auto #0
@@ -621,17 +621,22 @@ def _csv_text(v) -> str:
     "A CSV cell that is valid UTF-8: bytes of a non-UTF-8 file name (surrogates) become `\\xNN` escapes."
     return v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace') if isinstance(v, str) else v
 
-def _progress(results, total:int, every:float=5.0, file=None):
-    "Yield `results`: a fastprogress bar on a terminal, else a line 'predicted i/total images' at most every `every` s."
-    file = file or sys.stderr
-    if file.isatty():
+def _progress(results, total:int, # an iterable and its length
+              every:float=5.0, # seconds between lines when not on a terminal
+              file=None, # where lines go; None: stderr, or fastprogress's bar on a terminal or in Jupyter
+             ):
+    "Yield `results`: a progress bar on a terminal or in Jupyter; elsewhere a line 'predicted i/total images' at most every `every` s."
+    from fastprogress.core import IN_NOTEBOOK
+    if file is None and (IN_NOTEBOOK or sys.stderr.isatty()):
         from fastprogress.fastprogress import progress_bar
         yield from progress_bar(results, total=total); return
-    last = time.monotonic()
+    file = file or sys.stderr
+    last, shown, i = time.monotonic(), -1, 0
     for i, r in enumerate(results, 1):
         yield r
-        if time.monotonic() - last >= every or i == total:
-            print(f"predicted {i}/{total} images", file=file, flush=True); last = time.monotonic()
+        if time.monotonic() - last >= every:
+            print(f"predicted {i}/{total} images", file=file, flush=True); last, shown = time.monotonic(), i
+    if shown != i: print(f"predicted {i}/{total} images", file=file, flush=True)  # the count at the end
 
 def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
                    out:str|Path, # the CSV to write (replaced only at the end)
@@ -676,9 +681,6 @@ def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
         if os.path.exists(tmp): e.add_note(f"the rows written so far are in {tmp}")
         raise
     return {'images': len(paths), 'failed': n_failed, 'studies': len(studies), 'skipped': dict(skipped)}
-
-def _umask() -> int:
-    mask = os.umask(0); os.umask(mask); return mask
 
 def _print_self_check(model:str) -> int:
     "`chexpert-predict --self-check`: the bundle's reference outputs recomputed, and what a difference means."
