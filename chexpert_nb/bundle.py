@@ -20,14 +20,15 @@ if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch i
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'OOD_FILE',
            'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS',
            'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
-           'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'check_reference', 'self_check',
-           'write_config', 'save_bundle', 'read_config', 'load_bundle', 'set_thresholds', 'fit_temperature',
-           'calibrate', 'set_calibration', 'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli',
-           'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood', 'load_ood',
-           'plain_language_notes']
+           'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'reference_batch', 'check_reference',
+           'check_onnx_reference', 'self_check', 'write_config', 'save_bundle', 'read_config', 'load_bundle',
+           'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration', 'is_bundle', 'list_models',
+           'export_onnx', 'export_onnx_cli', 'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood',
+           'load_ood', 'plain_language_notes']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
-SCHEMA_VERSION = 2  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources
+SCHEMA_VERSION = 3  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
+                    # 3: the fields `onnx`, `reference`, `calibration` and `ood` (older readers refuse them by version, not by name)
 CONFIG_FILE, WEIGHTS_FILE = 'config.json', 'model.safetensors'
 
 class BundleError(ValueError):
@@ -78,10 +79,12 @@ def _check(ok:bool, source, field_name:str, msg:str):
     if not ok: raise BundleError(f"{source}: field '{field_name}' {msg}")
 
 def _upgrade(d:dict, source) -> dict:
-    "A version-1 config as version 2: its single `threshold_method` becomes a source per threshold."
+    "An older config as the current version: version 1's single `threshold_method` becomes a source per threshold."
     d = dict(d)
-    method = d.pop('threshold_method', None)
-    d.setdefault('threshold_sources', {o: {'method': method, 'csv': None} for o in d.get('thresholds') or {}})
+    if d.get('schema_version', 1) < 2:
+        method = d.pop('threshold_method', None)
+        d.setdefault('threshold_sources', {o: {'method': method, 'csv': None} for o in d.get('thresholds') or {}})
+    # version 2 -> 3: the new fields have defaults
     d['schema_version'] = SCHEMA_VERSION
     return d
 
@@ -227,28 +230,60 @@ def make_reference(state:dict, config:BundleConfig, weights_sha256:str, seed:int
            'preprocessing': _preprocessing(config), 'versions': _versions()}
     return ref | {'probs': np.round(_reference_probs(model, config, ref).astype(np.float64), 8).tolist()}
 
-def check_reference(model, config:BundleConfig, weights_sha256:str) -> dict:
-    "Recompute the reference outputs: `{'ok', 'max_difference', 'tolerance', 'cause'}`, the cause a sentence."
+def reference_batch(config:BundleConfig, ref:dict) -> np.ndarray:
+    "The reference images as the uint8 `(n, 1, size, size)` batch `preprocess` starts from (what the ONNX graph takes)."
+    return np.stack([np.asarray(img.resize((config.size, config.size), Image.BILINEAR))
+                     for img in reference_images(ref['seed'], ref['n'], tuple(ref['image']))])[:, None]
+
+def _compare_reference(probs:np.ndarray, config:BundleConfig, mismatch:str, versions:dict) -> dict:
+    "`probs` of the reference inputs against the recorded ones; `mismatch`: a file that is not the recorded one (the cause)."
     ref = config.reference
-    diff = float(np.abs(_reference_probs(model, config, ref) - np.asarray(ref['probs'])).max())
+    diff = float(np.abs(np.asarray(probs, np.float64) - np.asarray(ref['probs'])).max())
     out = {'ok': True, 'max_difference': diff, 'tolerance': ref['tolerance'], 'cause': ''}
-    changed = {k: (v, _preprocessing(config)[k]) for k, v in ref['preprocessing'].items() if _preprocessing(config)[k] != v}
-    if weights_sha256 != ref['weights_sha256']:
-        out['cause'] = (f"{WEIGHTS_FILE} is not the file this config was exported with (SHA-256 {weights_sha256[:12]}..., "
-                        f"recorded {ref['weights_sha256'][:12]}...): the weights were damaged or replaced; restore them "
-                        "or export the model again")
-    elif diff <= ref['tolerance']: return out
+    now = _preprocessing(config)
+    changed = {k: (v, now.get(k)) for k, v in ref['preprocessing'].items() if now.get(k) != v}
+    if mismatch: out['cause'] = mismatch
     elif changed: out['cause'] = ("the preprocessing in config.json changed since export (" +
         '; '.join(f"{k}: recorded {a}, now {b}" for k, (a, b) in changed.items()) + "): restore it")
+    elif diff <= ref['tolerance']: return out
     else:
-        now = _versions()
-        moved = {k: (v, now.get(k)) for k, v in ref['versions'].items() if now.get(k) != v}
+        moved = {k: (v, versions.get(k)) for k, v in ref['versions'].items() if k in versions and versions[k] != v}
         out['cause'] = (f"the same weights and preprocessing give probabilities that differ by {diff:.1e} (tolerance "
                         f"{ref['tolerance']:.0e}) on the reference inputs: " + (
                         'a different library version (' + '; '.join(f"{k} {a} then, {b} now" for k, (a, b) in moved.items())
                         + ')' if moved else 'a different machine or library build'))
     out['ok'] = False
     return out
+
+def check_reference(model, config:BundleConfig, weights_sha256:str) -> dict:
+    "Recompute the reference outputs: `{'ok', 'max_difference', 'tolerance', 'cause'}`, the cause a sentence."
+    ref = config.reference
+    mismatch = '' if weights_sha256 == ref['weights_sha256'] else (
+        f"{WEIGHTS_FILE} is not the file this config was exported with (SHA-256 {weights_sha256[:12]}..., "
+        f"recorded {ref['weights_sha256'][:12]}...): the weights were damaged or replaced; restore them or export the model again")
+    return _compare_reference(_reference_probs(model, config, ref), config, mismatch, _versions())
+
+def check_onnx_reference(run, # `uint8 batch -> probabilities`: the ONNX graph's `probs` output
+                         config:BundleConfig, # the bundle's config (its `reference` and `onnx` records)
+                         onnx_sha256:str, # the SHA-256 of the `model.onnx` that `run` runs
+                        ) -> dict:
+    "The self-check of a bundle's ONNX graph (no torch): the reference inputs through `run`, as `check_reference` reports it."
+    rec, ref, fix = config.onnx, config.reference, "export it again (chexpert-export-onnx <bundle folder>)"
+    name = rec.get('file', ONNX_FILE)
+    mismatch = ''
+    if rec.get('sha256') and onnx_sha256 != rec['sha256']:
+        mismatch = (f"{name} is not the file config.json records (SHA-256 {onnx_sha256[:12]}..., recorded "
+                    f"{rec['sha256'][:12]}...): it was damaged or replaced; {fix}")
+    elif rec.get('weights_sha256') and rec['weights_sha256'] != ref['weights_sha256']:
+        mismatch = (f"{name} was exported from other weights than the bundle's {WEIGHTS_FILE} (it is stale: the weights "
+                    f"were saved again after the export); {fix}")
+    try: probs = run(reference_batch(config, ref))
+    except Exception as e:
+        return {'ok': False, 'max_difference': None, 'tolerance': ref['tolerance'], 'cause': mismatch or (
+                f"{name} cannot run the reference inputs ({type(e).__name__}: {str(e)[:200]}): it does not fit this "
+                f"config; {fix}")}
+    import onnxruntime
+    return _compare_reference(probs, config, mismatch, {'onnxruntime': onnxruntime.__version__})
 
 def self_check(model_dir:str|Path) -> dict:
     "The self-check of the bundle in `model_dir`, as `check_reference` reports it (loads the model without refusing)."
@@ -287,7 +322,9 @@ def save_bundle(model:nn.Module, # the model (a fastai Learner's `.model`, unwra
     model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _replace_atomically(model_dir/WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={'format': 'pt', 'arch': config.arch}))
-    write_config(replace(config, reference=make_reference(state, config, _sha256((model_dir/WEIGHTS_FILE).read_bytes()))), model_dir)
+    sha = _sha256((model_dir/WEIGHTS_FILE).read_bytes())
+    onnx = config.onnx if (config.onnx or {}).get('weights_sha256') == sha else {}  # a graph of other weights: no longer recorded
+    write_config(replace(config, reference=make_reference(state, config, sha), onnx=onnx), model_dir)
     return model_dir
 
 # %% ../nbs/02_bundle.ipynb #628356e1
@@ -455,6 +492,7 @@ def export_onnx(model_dir:str|Path, # a bundle folder (its weights and config ar
     import onnx
     proto = onnx.load(str(path), load_external_data=False)
     config.onnx = {'file': ONNX_FILE, 'opset': int(proto.opset_import[0].version), 'torch': torch.__version__,
+                   'sha256': _sha256(path.read_bytes()), 'weights_sha256': config.reference.get('weights_sha256'),
                    'inputs': {'image': f'uint8 (batch, 1, {config.size}, {config.size})'},
                    'outputs': {'probs': f'float32 (batch, {len(config.observations)})',
                                'logits': f'float32 (batch, {config.n_outputs})', 'features': 'float32 (batch, C, h, w)'}}
