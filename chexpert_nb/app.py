@@ -21,14 +21,14 @@ from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 from .data import COMPETITION_TASKS, project_root
 from .bundle import list_models, WEIGHTS_FILE
-from .infer import Predictor, overlay
+from .infer import Predictor, overlay, threshold_source, thresholds_text
 
 # %% auto #0
 __all__ = ['NO_OOD', 'MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'OOD_WARNING', 'BANNER',
-           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'threshold_source',
-           'model_summary', 'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html',
-           'table_html', 'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler',
-           'AppVoila', 'voila_config', 'app_cli']
+           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'model_summary',
+           'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html', 'bar_chart',
+           'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila', 'voila_config',
+           'app_cli']
 
 # %% ../nbs/08_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
@@ -49,17 +49,6 @@ def _fmt_data(data) -> str:
     synthetic = data.get('synthetic') or 'SYNTHETIC' in str(where).upper()
     return (f"trained on {where}" if where else 'trained') + (' (synthetic shapes, not X-rays)' if synthetic else '')
 
-def threshold_source(source:dict|None, # one entry of `config.threshold_sources`: method, csv, n_studies, chosen_at
-                     detail:bool=True, # add the number of studies and the date
-                    ) -> str:
-    "Where a threshold comes from, in words: the method and the labelled CSV that chose it."
-    if not source: return 'source not recorded'
-    text = f"chosen by {source.get('method') or 'an unrecorded method'}"
-    text += f" on {Path(str(source['csv'])).name}" if source.get('csv') else ' (no CSV recorded)'
-    if not detail: return text
-    more = [f"{source['n_studies']} studies" if source.get('n_studies') else '', source.get('chosen_at') or '']
-    return text + (f" ({', '.join(m for m in more if m)})" if any(more) else '')
-
 NO_OOD = 'no out-of-distribution check in this bundle'
 
 def _fmt_ood(ood) -> str:
@@ -76,11 +65,7 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
     metrics = config.get('metrics') or {}
     auc = next((v for k, v in metrics.items() if 'auroc' in k.lower() and isinstance(v, (int, float))), None)
     if auc is not None: parts.append(f"validation AUROC {auc:.3f}")
-    th, n = config.get('thresholds') or {}, len(config.get('observations') or []) or 14
-    sources = config.get('threshold_sources') or {}
-    how = sorted({threshold_source(sources.get(o), detail=False) for o in th})
-    parts.append(f"thresholds saved for {len(th)} of {n} observations, {' / '.join(how)}" if th else
-                 'no thresholds saved (run nbs/07_evaluate.ipynb to choose them)')
+    parts.append(thresholds_text(config, detail=False))
     parts.append(_fmt_ood(config.get('ood')))
     return '; '.join(parts)
 

@@ -17,9 +17,10 @@ from .bundle import _umask, BundleConfig, calibrate, load_ood, ood_scores, in_di
 from .data import OBSERVATIONS
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'image_batch', 'TorchEngine',
-           'OnnxEngine', 'make_engine', 'StudyResult', 'dicom_tags', 'aggregate_studies', 'Predictor', 'overlay',
-           'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'CHECKS', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'image_batch',
+           'TorchEngine', 'OnnxEngine', 'make_engine', 'StudyResult', 'dicom_tags', 'aggregate_studies', 'Predictor',
+           'overlay', 'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli',
+           'threshold_source', 'thresholds_text']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -192,7 +193,10 @@ def _load_image(src, name:str, max_pixels:int) -> Image.Image:
 
 # %% ../nbs/06_infer.ipynb #b39c3108
 import importlib.util
-from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config
+from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config, check_onnx_reference, _sha256
+
+CHECKS = ('refuse', 'warn', 'skip')  # what a failed self-check does: refuse the bundle, warn and load it, or not check
+
 
 # %% ../nbs/06_infer.ipynb #439bcd9c
 def image_batch(images:list, # 8-bit grayscale (mode `L`) PIL images, e.g. from `load_image`
@@ -249,12 +253,13 @@ class TorchEngine:
     name = 'torch'
     def __init__(self, model_dir:str|Path, # a bundle folder (model.safetensors + config.json)
                  device:str='cpu', # a torch device: 'cpu', 'cuda', 'cuda:1', ...
-                 threads:int|None=None): # torch's CPU threads (`torch.set_num_threads`, process-wide); None: unchanged
+                 threads:int|None=None, # torch's CPU threads (`torch.set_num_threads`, process-wide); None: unchanged
+                 check:str='refuse'): # the bundle's self-check failing (`load_bundle`): 'refuse', 'warn' or 'skip'
         import torch
         from chexpert_nb.bundle import load_bundle
         if threads: torch.set_num_threads(threads)
         self.device = _torch_device(device)
-        self.model, self.config = load_bundle(model_dir, self.device)
+        self.model, self.config = load_bundle(model_dir, self.device, check)
 
     @classmethod
     def from_model(cls, model, # a `Sequential(body, head)` model, e.g. `chexpert_nb.testing.TinyNet`
@@ -357,7 +362,8 @@ class OnnxEngine:
     "Probabilities and Grad-CAM of a bundle's `model.onnx` with ONNX Runtime on the CPU, without torch."
     name = 'onnx'
     def __init__(self, model_dir:str|Path, # a bundle folder with model.onnx (`chexpert-export-onnx` adds it)
-                 threads:int|None=None): # intra-op threads; None: OMP_NUM_THREADS if set, else every core
+                 threads:int|None=None, # intra-op threads; None: OMP_NUM_THREADS if set, else every core
+                 check:str='refuse'): # the graph's self-check failing: 'refuse' (BundleError), 'warn' or 'skip'
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
         missing = _onnx_missing(self.model_dir, self.config)
@@ -365,9 +371,22 @@ class OnnxEngine:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads or _default_threads(), 1
-        self.session = ort.InferenceSession(str(self.model_dir/self.config.onnx.get('file', ONNX_FILE)), options,
-                                            providers=['CPUExecutionProvider'])
-        self._head = None  # read on the first heatmap
+        data = (self.model_dir/self.config.onnx.get('file', ONNX_FILE)).read_bytes()  # hashed and run: the same bytes
+        try: self.session = ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
+        except Exception as e:
+            raise BundleError(f"{self.model_dir/self.config.onnx.get('file', ONNX_FILE)} is not a graph ONNX Runtime can "
+                              f"load ({type(e).__name__}): it is damaged; run chexpert-export-onnx {self.model_dir}.") from None
+        self._sha256, self._head = _sha256(data), None  # the head's weights are read on the first heatmap
+        if check not in CHECKS: raise ValueError(f"check={check!r}: choose one of {CHECKS}.")
+        result = self.check_reference() if check != 'skip' and self.config.reference else {'ok': True}
+        if not result['ok']:
+            message = f"{self.model_dir}: the ONNX graph's self-check failed: {result['cause']}"
+            if check == 'refuse': raise BundleError(message + " (check='warn' loads it anyway).")
+            warnings.warn(message, stacklevel=2)
+
+    def check_reference(self) -> dict:
+        "The bundle's reference inputs through this graph: `{'ok', 'max_difference', 'tolerance', 'cause'}` (`check_onnx_reference`)."
+        return check_onnx_reference(lambda b: self.session.run(['probs'], {'image': b})[0], self.config, self._sha256)
 
     def probs(self, batch:np.ndarray, # uint8 (n, 1, size, size) from `image_batch`
              ) -> np.ndarray:
@@ -399,18 +418,23 @@ def make_engine(model_dir:str|Path, # a bundle folder
                 engine:str='auto', # 'auto' (ONNX when it can run, else torch), 'onnx' or 'torch'
                 device:str|None=None, # torch's device (None: cuda if available, else cpu); ONNX runs on the CPU
                 threads:int|None=None, # CPU threads (None: ONNX: OMP_NUM_THREADS or every core; torch: unchanged)
+                check:str='refuse', # the bundle's self-check failing: 'refuse', 'warn' or 'skip' (both engines run it)
                ) -> TorchEngine|OnnxEngine:
     "The engine that runs the bundle in `model_dir`: ONNX Runtime when it can, else torch (saying why)."
     if engine not in ENGINES: raise ValueError(f"unknown engine {engine!r}: choose one of {ENGINES}.")
-    if engine == 'torch': return TorchEngine(model_dir, device, threads)
+    if engine == 'torch': return TorchEngine(model_dir, device, threads, check)
     model_dir = Path(model_dir)
     missing = ((ValueError, f"the ONNX engine runs on the CPU, and device {device!r} was asked for")
                if device not in (None, 'cpu') else _onnx_missing(model_dir, read_config(model_dir)))
-    if missing is None: return OnnxEngine(model_dir, threads)
+    if missing is None:
+        try: return OnnxEngine(model_dir, threads, check)
+        except BundleError as e:  # a damaged or stale graph: the weights may still be fine
+            if engine == 'onnx': raise
+            missing = BundleError, str(e).rstrip('.')
     error, why = missing
     if engine == 'onnx': raise error(f"engine 'onnx' cannot run: {why}.")
     warnings.warn(f"using the torch engine: {why}.", stacklevel=2)
-    return TorchEngine(model_dir, device, threads)
+    return TorchEngine(model_dir, device, threads, check)
 
 # %% ../nbs/06_infer.ipynb #c7bbe017
 @dataclass
@@ -466,9 +490,11 @@ class Predictor:
     def from_bundle(cls, model_dir:str|Path, device:str|None=None,
                     engine:str='auto', # 'auto' (ONNX Runtime when the bundle has model.onnx), 'onnx' or 'torch'
                     threads:int|None=None, # CPU threads of the engine
-                    calibrated:bool=True) -> Predictor:
+                    calibrated:bool=True,
+                    check:str='refuse', # the bundle's self-check failing: 'refuse', 'warn' or 'skip'
+                   ) -> Predictor:
         "A predictor for the bundle in `model_dir` (nothing unpickled), with its OOD statistics when it has them."
-        eng = make_engine(model_dir, engine, device, threads)
+        eng = make_engine(model_dir, engine, device, threads, check)
         return cls(eng, load_ood(model_dir) if eng.config.ood else None, calibrated)
 
     @property
@@ -682,15 +708,27 @@ def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
         raise
     return {'images': len(paths), 'failed': n_failed, 'studies': len(studies), 'skipped': dict(skipped)}
 
-def _print_self_check(model:str) -> int:
-    "`chexpert-predict --self-check`: the bundle's reference outputs recomputed, and what a difference means."
-    from chexpert_nb.bundle import self_check, BundleError
-    try: r = self_check(model)
+def _self_checks(model:str, threads:int|None=None) -> dict:
+    "Engine -> the self-check of the bundle's reference outputs on it (torch always; ONNX when it can run), or why not."
+    from chexpert_nb.bundle import self_check
+    try: out = {f'torch ({WEIGHTS_FILE})': self_check(model)}
     except BundleError as e: raise CliError(str(e))
-    if r['ok'] is None: print(f"{model}: {r['cause']}"); return 1
-    print(f"{model}: reference outputs {'match' if r['ok'] else 'DIFFER'}: max |difference| {r['max_difference']:.1e} "
-          f"(tolerance {r['tolerance']:.0e})" + ('' if r['ok'] else f"; {r['cause']}"))
-    return int(not r['ok'])
+    config, name = read_config(model), f"onnx ({(read_config(model).onnx or {}).get('file', ONNX_FILE)})"
+    missing = _onnx_missing(Path(model), config)
+    if missing: out[name] = {'ok': None, 'cause': f"not checked: {missing[1]}"}
+    elif config.reference:
+        try: out[name] = OnnxEngine(model, threads, check='skip').check_reference()
+        except BundleError as e: out[name] = {'ok': False, 'max_difference': None, 'cause': str(e)}
+    return out
+
+def _print_self_check(model:str, threads:int|None=None) -> int:
+    "`chexpert-predict --self-check`: the bundle's reference outputs recomputed by each engine, and what a difference means."
+    results = _self_checks(model, threads)
+    for engine, r in results.items():
+        if r['ok'] is None: print(f"{model}: {engine}: {r['cause']}"); continue
+        diff = '' if r.get('max_difference') is None else f": max |difference| {r['max_difference']:.1e} (tolerance {r['tolerance']:.0e})"
+        print(f"{model}: {engine}: reference outputs {'match' if r['ok'] else 'DIFFER'}{diff}" + ('' if r['ok'] else f"; {r['cause']}"))
+    return int(any(r['ok'] is False for r in results.values()) or next(iter(results.values()))['ok'] is None)
 
 def _check_args(batch_size:int, max_views:int, device:str|None):
     "A `CliError` for an argument no run can use, before any image is read."
@@ -712,21 +750,24 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
                 device:str=None, # 'cpu' or 'cuda' (default: the CPU for the ONNX engine, else cuda when available)
                 engine:str='auto', # 'auto' (ONNX Runtime when the bundle has model.onnx), 'onnx' or 'torch'
                 threads:int=None, # CPU threads (default: OMP_NUM_THREADS if set, else every core)
-                self_check:store_true=False, # only recompute the bundle's reference outputs and print the comparison
+                self_check:store_true=False, # only recompute the bundle's reference outputs (each engine) and print the comparison
+                check:str='refuse', # a failed self-check at load: 'refuse' (exit), 'warn' (predict anyway) or 'skip'
                ):
     "Predict the 14 CheXpert observations for every image; exit status 1 when any file failed."
     if model is None: raise CliError("--model is required: the bundle folder written by training, e.g. models/<name>")
-    if self_check: return _print_self_check(model)
+    if self_check: return _print_self_check(model, threads)
     _check_args(batch_size, max_views, device)
+    if check not in CHECKS: raise CliError(f"--check {check!r}: choose one of {', '.join(CHECKS)}")
     if engine not in ENGINES: raise CliError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if threads is not None and threads < 1: raise CliError(f"--threads {threads}: at least 1")
     try: _check_out(Path(out), [])
     except _OutError as e: raise CliError(str(e))
-    try: predictor = Predictor.from_bundle(model, device, engine, threads)
+    try: predictor = Predictor.from_bundle(model, device, engine, threads, check=check)
     except (FileNotFoundError, ValueError, ImportError) as e: raise CliError(str(e))
     print(f"engine: {predictor.engine.name}" + (", out-of-distribution check on" if predictor.ood else
           ", no out-of-distribution statistics in this bundle") + (", calibrated" if predictor.config.calibration else ''),
           file=sys.stderr)
+    print(f"{thresholds_text(predictor.config)} (the CSV holds probabilities; compare them with these thresholds)", file=sys.stderr)
     try: counts = predict_to_csv(predictor, inputs, out, batch_size, max_views=max_views)
     except _OutError as e: raise CliError(str(e))
     except KeyboardInterrupt as e:
@@ -735,3 +776,30 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
     if counts['skipped']: print(f"{skipped_text(Counter(counts['skipped']))} (only JPEG, PNG and DICOM files are read)", file=sys.stderr)
     if counts['images'] == 0: print(f"no image files found in {inputs}", file=sys.stderr)
     return int(counts['failed'] > 0 or counts['images'] == 0)
+
+# %% ../nbs/06_infer.ipynb #8690367c
+def threshold_source(source:dict|None, # one entry of `config.threshold_sources`: method, csv, n_studies, chosen_at
+                     detail:bool=True, # add the number of studies and the date
+                    ) -> str:
+    "Where a threshold comes from, in words: the method and the labelled CSV that chose it."
+    if not source: return 'source not recorded'
+    text = f"chosen by {source.get('method') or 'an unrecorded method'}"
+    text += f" on {Path(str(source['csv'])).name}" if source.get('csv') else ' (no CSV recorded)'
+    if not detail: return text
+    more = [f"{source['n_studies']} studies" if source.get('n_studies') else '', source.get('chosen_at') or '']
+    return text + (f" ({', '.join(m for m in more if m)})" if any(more) else '')
+
+def thresholds_text(config, # a `BundleConfig` or its dict
+                    detail:bool=True) -> str: # as for `threshold_source`
+    "Which thresholds a bundle holds and which labelled sets chose them, in one line."
+    if hasattr(config, 'to_dict'): config = config.to_dict()
+    th, sources = config.get('thresholds') or {}, config.get('threshold_sources') or {}
+    if not th: return 'no thresholds saved (chexpert-evaluate chooses them on a labelled CSV)'
+    groups = {}  # one entry per method and CSV: the observations' studies and dates
+    for o in th: groups.setdefault(threshold_source(sources.get(o), detail=False), []).append(sources.get(o) or {})
+    def more(srcs):
+        n = sorted({s['n_studies'] for s in srcs if s.get('n_studies')}); at = max((s.get('chosen_at') or '' for s in srcs))
+        parts = [f"{n[0]}{'-' + str(n[-1]) if len(n) > 1 else ''} studies" if n else '', at]
+        return f" ({', '.join(p for p in parts if p)})" if detail and any(parts) else ''
+    how = [k + more(v) for k, v in sorted(groups.items())]
+    return f"thresholds saved for {len(th)} of {len(config.get('observations') or []) or 14} observations, {' / '.join(how)}"

@@ -102,3 +102,44 @@ def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
                     "the bundle module and ONNX Runtime alone gave torch's probabilities without torch")
     np.testing.assert_allclose(result['engine'], expected, atol=1e-5)
     assert result['heatmap_shape'] == [10, 10]
+
+
+def _cli(*args):
+    return subprocess.run([str(ROOT/'.venv'/'bin'/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)
+
+
+def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, tmp_path):
+    """`chexpert-predict --self-check`: an untouched bundle matches on torch and ONNX (exit 0); a stale model.onnx
+    (the weights saved again since its export) DIFFERs on ONNX only (exit 1); predicting with it falls back to torch
+    and says why; the thresholds line names the CSV that chose them."""
+    import shutil
+    from dataclasses import replace
+    import torch
+    from chexpert_nb.bundle import load_bundle, save_bundle, read_config, write_config, set_thresholds
+    r = _cli('x', '--model', onnx_bundle, '--self-check')
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and all('reference outputs match' in l for l in lines), r.stdout
+    assert 'torch (model.safetensors)' in lines[0] and 'onnx (model.onnx)' in lines[1]
+
+    stale = tmp_path/'stale'; shutil.copytree(onnx_bundle, stale)
+    record = read_config(stale).onnx
+    model, config = load_bundle(stale)
+    with torch.no_grad(): model[1][-1].weight.mul_(3)  # other weights: the probabilities move
+    save_bundle(model, config, stale)
+    write_config(replace(read_config(stale), onnx=record), stale)  # the old graph still recorded
+    r = _cli('x', '--model', stale, '--self-check')
+    assert r.returncode == 1, r.stdout + r.stderr
+    torch_line, onnx_line = r.stdout.splitlines()
+    assert 'match' in torch_line and 'DIFFER' in onnx_line and 'stale' in onnx_line and 'chexpert-export-onnx' in onnx_line
+
+    image = sorted(sample_dir.rglob('*.jpg'))[0]
+    set_thresholds(stale, {'Edema': 0.4}, 'youden', '/data/hospital/valid.csv', {'Edema': 31})
+    r = _cli(image, '--model', stale, '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    assert 'using the torch engine' in r.stderr and 'stale' in r.stderr and 'engine: torch' in r.stderr
+    assert 'thresholds saved for 1 of 14 observations, chosen by youden on valid.csv (31 studies' in r.stderr, r.stderr
+    r = _cli(image, '--model', stale, '--out', tmp_path/'p.csv', '--engine', 'onnx')
+    assert r.returncode == 1 and 'self-check failed' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    r = _cli(image, '--model', stale, '--out', tmp_path/'p.csv', '--engine', 'onnx', '--check', 'warn')
+    assert r.returncode == 0 and 'engine: onnx' in r.stderr and 'self-check failed' in r.stderr, r.stderr
