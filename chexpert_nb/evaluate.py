@@ -22,8 +22,8 @@ from .infer import Predictor, predict_files, aggregate_studies, _progress
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'bootstrap_auroc', 'choose_threshold',
            'heldout_thresholds', 'expected_calibration_error', 'calibration_table', 'fit_temperatures',
-           'with_temperatures', 'evaluate_predictions', 'plot_rocs', 'plot_reliability', 'ood_summary', 'detect_layout',
-           'evaluate', 'evaluate_cli']
+           'with_temperatures', 'crossfit_temperatures', 'evaluate_predictions', 'plot_rocs', 'plot_reliability',
+           'ood_summary', 'detect_layout', 'evaluate', 'evaluate_cli']
 
 # %% ../nbs/07_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -205,6 +205,26 @@ def with_temperatures(probs:pd.DataFrame, # studies (or images) x observations
     config = BundleConfig(name='temperatures', observations=list(probs.columns), calibration={'temperatures': temperatures})
     return pd.DataFrame(calibrate_probs(probs.to_numpy(np.float64), config), index=probs.index, columns=probs.columns)
 
+# %% ../nbs/07_evaluate.ipynb #9d52aa4a
+def _study_patients(labels:pd.DataFrame, studies:pd.Index) -> pd.Series:
+    "Each study's patient (index: `studies`); without a patient column each study is its own patient."
+    return (labels.drop_duplicates('study').set_index('study')['patient'].reindex(studies) if 'patient' in labels
+            else pd.Series(studies, index=studies))
+
+def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observations, as for `bootstrap_auroc`
+                          patients:pd.Series, # each study's patient (index: the studies)
+                          seed:int=0, # the seed of the split into two halves of the patients
+                         ) -> tuple[pd.DataFrame, dict]:
+    "`(probs calibrated out of fold, split)`: temperatures fitted on one half of the patients applied to the other, both ways."
+    studies = pd.DataFrame({'study': truth.index, 'patient': patients.reindex(truth.index).to_numpy()})
+    if studies['patient'].nunique() < 2: return probs * np.nan, {'seed': seed, 'n_studies': [len(studies), 0]}
+    halves = [truth.index.isin(h['study']) for h in patient_split(studies, valid_pct=0.5, seed=seed)]
+    out = probs.astype(np.float64).copy()
+    for fit_on, apply_to in ((0, 1), (1, 0)):
+        temps, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]])
+        out[halves[apply_to]] = with_temperatures(probs[halves[apply_to]], temps)
+    return out, {'seed': seed, 'n_studies': [int(h.sum()) for h in halves]}
+
 # %% ../nbs/07_evaluate.ipynb #7c04f56c
 def evaluate_predictions(per_image:pd.DataFrame, # `study` + 14 probability columns (NaN for failed images)
                          labels:pd.DataFrame, # from `read_chexpert_csv`: `study` + the 14 label columns
@@ -221,9 +241,7 @@ def evaluate_predictions(per_image:pd.DataFrame, # `study` + 14 probability colu
         if table.loc[o, 'unscorable']: continue
         m = ok & truth[o].notna()  # the threshold for the bundle: chosen on all the studies
         table.loc[o, 'threshold'] = choose_threshold(truth.loc[m, o].to_numpy(), probs.loc[m, o].to_numpy(), threshold)['threshold']
-    patients = (labels.drop_duplicates('study').set_index('study')['patient'] if 'patient' in labels
-                else pd.Series(probs.index, index=probs.index))  # no patient column: each study its own patient
-    held, split = heldout_thresholds(truth[ok], probs[ok], patients, threshold, seed)
+    held, split = heldout_thresholds(truth[ok], probs[ok], _study_patients(labels, probs.index), threshold, seed)
     table = table.join(held).join(calibration_table(truth, probs))
     table['irvin2019_best_of_5_policies_auroc'] = [PAPER_AUROC.get(o, np.nan) for o in observations]
     table['competition'] = [o in COMPETITION_TASKS for o in observations]
@@ -369,26 +387,33 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                  labels:pd.DataFrame, aggregate:str, # as for `evaluate_predictions`
                  calibration:dict, # the bundle's `config.calibration` ({} when it has none)
                  fit:bool, # also fit temperatures on these studies and measure before and after
+                 seed:int=0, # the seed of the patient halves of the cross-fitted (held-out) measure
                 ) -> tuple[dict, dict, pd.DataFrame]:
-    "`(summary, curves, columns)`: ECE as given and, with `fit`, before/after temperatures fitted on these studies."
+    "`(summary, curves, columns)`: ECE as given, without calibration, and with `fit` temperatures fitted here (in-sample and held out)."
     obs = list(OBSERVATIONS)
-    as_given = aggregate_studies(given, aggregate, obs)
+    as_given, before = aggregate_studies(given, aggregate, obs), aggregate_studies(raw, aggregate, obs)
     truth = study_truth(labels, obs).loc[as_given.index]
     name = "with the bundle's temperatures" if calibration else 'as given (the bundle has no calibration)'
     curves, columns = {name: as_given}, pd.DataFrame(index=obs)
-    summary = {'bundle': calibration or None, 'ece_mean': _task_mean(calibration_table(truth, as_given)['ece']), 'fitted': None}
+    b = calibration_table(truth, before)
+    summary = {'bundle': calibration or None, 'ece_mean': _task_mean(calibration_table(truth, as_given)['ece']),
+               'ece_mean_uncalibrated': _task_mean(b['ece']), 'fitted': None}
+    if calibration: curves['without calibration'] = before
     if fit:
-        before = aggregate_studies(raw, aggregate, obs)
         temps, n = fit_temperatures(truth, before)
         after = with_temperatures(before, temps)
-        b, a = calibration_table(truth, before), calibration_table(truth, after)
-        if calibration: curves['without calibration'] = before
-        curves[f'temperatures fitted here ({len(before)} studies)'] = after
+        cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed)
+        a, c = calibration_table(truth, after), calibration_table(truth, cross)
+        curves[f'temperatures fitted here ({len(before)} studies, in-sample)'] = after
+        curves['fitted on the other half of the patients'] = cross
         columns = pd.DataFrame({'temperature': pd.Series(temps, dtype=float), 'ece_uncalibrated': b['ece'],
-                                'ece_fitted': a['ece'], 'brier_uncalibrated': b['brier'], 'brier_fitted': a['brier']}).reindex(obs)
+                                'ece_fitted': a['ece'], 'ece_fitted_other_half': c['ece'], 'brier_uncalibrated': b['brier'],
+                                'brier_fitted': a['brier'], 'brier_fitted_other_half': c['brier']}).reindex(obs)
         summary['fitted'] = {'temperatures': temps, 'n_studies': n, 'ece_mean_before': _task_mean(b['ece']),
-                             'ece_mean_after': _task_mean(a['ece']), 'recorded': False,
-                             'note': 'fitted and measured on the same studies (in-sample)'}
+                             'ece_mean_after': _task_mean(a['ece']), 'ece_mean_after_other_half': _task_mean(c['ece']),
+                             'split': split, 'recorded': False,
+                             'note': 'in-sample: fitted and measured on the same studies; other half: fitted on one half of '
+                                     'the patients, measured on the other, both ways'}
     return summary, curves, columns
 
 # %% ../nbs/07_evaluate.ipynb #81197ab3
@@ -437,7 +462,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     per_image[obs] = with_temperatures(raw[obs], (config.calibration or {}).get('temperatures') or {})  # as the bundle gives them
     table, summary = evaluate_predictions(per_image, df, aggregate, threshold, n_boot, seed)
     calibration, curves, columns = _calibration(raw, per_image, df, aggregate, config.calibration,
-                                                fit=calibrate or not config.calibration)
+                                                fit=calibrate or not config.calibration, seed=seed)
     table = table.join(columns)
     failed = per_image.error != ''
     before = predictor.config
@@ -503,11 +528,14 @@ def _calibration_text(summary:dict) -> list:
     c, fmt = summary['calibration'], lambda v: 'n/a' if v is None or np.isnan(v) else f"{v:.3f}"
     bundle = c['bundle']
     lines = [f"  calibration (ECE, {summary['ece_bins']} equal-width bins): " + (
-        f"the bundle's temperatures (fitted on {_fitted_on(bundle)}) applied"
-        if bundle else "the bundle has none: probabilities as the model gives them") + f"; mean ECE of the tasks {fmt(c['ece_mean'])}"]
+        f"the bundle's temperatures (fitted on {_fitted_on(bundle)}) applied: mean ECE of the tasks {fmt(c['ece_mean'])}, "
+        f"{fmt(c.get('ece_mean_uncalibrated'))} without them" if bundle else
+        f"the bundle has none: probabilities as the model gives them; mean ECE of the tasks {fmt(c['ece_mean'])}")]
     f = c['fitted']
     if f: lines.append(f"  temperatures fitted on these studies for {len(f['temperatures'])} observation(s): mean ECE of the tasks "
-                       f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after ({f['note']}); " +
+                       f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after in-sample, "
+                       f"{fmt(f.get('ece_mean_after_other_half'))} after on the other half of the patients (held out: what to "
+                       "expect on new studies); " +
                        (f"recorded in {f['recorded']}" if f['recorded'] else "not recorded (--calibrate records them)"))
     return lines
 
