@@ -16,19 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DATA, ROOT, header, verdict, run_quiet
 
 NIH = ROOT.parent/'shared'/'data'/'nih-cxr14-sample'
 OUT = BENCH_DATA/'ood'
-DICOMS = ['CT_small.dcm', '693_J2KI.dcm', 'J2K_pixelrep_mismatch.dcm', 'MR_small.dcm', 'examples_overlay.dcm',
-          'JPEG2000.dcm', 'examples_jpeg2k.dcm', 'examples_palette.dcm', 'examples_rgb_color.dcm']  # distinct images:
-# CT x3, MR x2, NM, ultrasound x3 (pydicom's other test files are the same images in other encodings, or not images)
-WORDS = ('the patient was seen in clinic today for follow up of chronic cough no fever reported chest examination '
-         'unremarkable plan to repeat imaging in six weeks invoice total amount due reference number dear sir').split()
-
-
 def train_models():
     "The NIH model (128 px) and the shapes model (64 px), trained once, from scratch, on the CPU."
     from chexpert_nb.train import TrainConfig, train
@@ -52,33 +45,12 @@ def split_frames(cfg):
     return patient_split(df, cfg.valid_pct, cfg.seed)
 
 
-def out_of_distribution_images(rng, shapes_root: Path) -> dict:
-    "Category -> list of grayscale images that are not chest radiographs."
-    from sklearn.datasets import load_sample_images
-    from matplotlib.cbook import get_sample_data
-    from pydicom.data import get_testdata_file
+def out_of_distribution_images(shapes_root: Path) -> dict:
+    "Category -> list of grayscale images that are not chest radiographs (`testing.not_radiographs` + synthetic shapes)."
+    from chexpert_nb.testing import not_radiographs
     from chexpert_nb.infer import load_image
-    photos = [Image.fromarray(a) for a in load_sample_images().images] + [Image.open(get_sample_data('grace_hopper.jpg'))]
-    crops = []
-    for p in photos:
-        crops.append(load_image(p))
-        for _ in range(6):
-            side = int(rng.integers(120, min(p.size)))
-            x, y = int(rng.integers(0, p.size[0] - side)), int(rng.integers(0, p.size[1] - side))
-            crops.append(load_image(p.crop((x, y, x + side, y + side))))
-    dicoms = [load_image(get_testdata_file(f)) for f in DICOMS]
-    docs = []
-    for i in range(12):
-        page = Image.new('L', (600, 780), 255); d = ImageDraw.Draw(page)
-        font = ImageFont.load_default(size=int(rng.integers(12, 22)))
-        for line in range(int(rng.integers(15, 40))):
-            d.text((40, 40 + line * 18), ' '.join(rng.choice(WORDS, int(rng.integers(4, 12)))), fill=0, font=font)
-        docs.append(page)
-    noise = [Image.fromarray(rng.integers(0, 256, (200, 200), dtype=np.uint8)) for _ in range(6)] + [
-        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).resize((200, 200), Image.BICUBIC) for _ in range(6)]
     shapes = sorted((shapes_root/'valid').rglob('*.jpg'))[:24]
-    return {'photographs': crops, 'CT/MR/NM/US DICOM': dicoms, 'documents': docs, 'noise': noise,
-            'synthetic shapes': [load_image(f) for f in shapes]}
+    return {**not_radiographs(seed=0), 'synthetic shapes': [load_image(f) for f in shapes]}
 
 
 def features_and_logits(model, images, config) -> tuple[np.ndarray, np.ndarray]:
@@ -113,16 +85,16 @@ def main() -> int:
     import torch
     from sklearn.metrics import roc_auc_score
     from chexpert_nb.bundle import load_bundle, fit_ood, save_ood, load_ood, ood_scores, in_distribution
+    from chexpert_nb.testing import NOT_RADIOGRAPH_DICOMS
     torch.set_num_threads(1)
     header('OOD score: the model\'s pooled-feature statistics (bench/ood_eval.py)')
     nih_cfg, shapes_cfg = train_models()
-    rng = np.random.default_rng(0)
     model, config = load_bundle(nih_cfg.out)
     train_df, hold_df = split_frames(nih_cfg)
     load = lambda df: [Image.open(f).convert('L') for f in df['file']]
     f_fit, l_fit = features_and_logits(model, load(train_df), config)
     f_hold, l_hold = features_and_logits(model, load(hold_df), config)
-    ood = out_of_distribution_images(rng, Path(shapes_cfg.data))
+    ood = out_of_distribution_images(Path(shapes_cfg.data))
     ood_fl = {k: features_and_logits(model, v, config) for k, v in ood.items()}
     print(f"NIH model {config.size} px, valid AUROC {config.metrics.get('nanmean_auroc', float('nan')):.3f}; statistics "
           f"on {len(f_fit)} training X-rays, threshold on held-out X-rays ({len(f_hold)}); out: " +
@@ -154,7 +126,7 @@ def main() -> int:
     print(f"stored: {info['method']} ({info['transform']}), threshold {info['threshold']:.2f} (quantile {info['quantile']}, shrinkage "
           f"{info['shrinkage']:.3f}); flagged at it: " + ', '.join(f"{k} {v:.0%}" for k, v in flagged.items()))
     passed = ~(ood_scores(ood_fl['CT/MR/NM/US DICOM'][0], arrays, info) > info['threshold'])
-    print(f"DICOM files passing as chest X-rays: {[f for f, p in zip(DICOMS, passed) if p]}")
+    print(f"DICOM files passing as chest X-rays: {[f for f, p in zip(NOT_RADIOGRAPH_DICOMS, passed) if p]}")
     # a model trained on the synthetic shapes, shown real X-rays
     smodel, sconfig = load_bundle(shapes_cfg.out)
     s_train, s_hold = split_frames(shapes_cfg)

@@ -17,9 +17,9 @@ from .labels import resolve_policy, n_outputs, to_probs
 if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'ONNX_FILE', 'OOD_FILE',
-           'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS',
-           'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
+__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'MIN_PER_CLASS', 'ONNX_FILE',
+           'OOD_FILE', 'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
+           'LATERAL_VIEWS', 'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
            'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'reference_batch', 'check_reference',
            'check_onnx_reference', 'self_check', 'write_config', 'save_bundle', 'read_config', 'load_bundle',
            'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration', 'is_bundle', 'list_models',
@@ -406,6 +406,8 @@ def set_thresholds(model_dir:str|Path, # the bundle to update
     return config
 
 # %% ../nbs/02_bundle.ipynb #75f9b18c
+MIN_PER_CLASS = 10  # labelled images (or studies) of each class (0 and 1) an observation needs for its temperature
+
 def _logit(p): p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7); return np.log(p / (1 - p))
 
 def fit_temperature(y:np.ndarray, # 0/1 labels (both classes present)

@@ -16,7 +16,7 @@ from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, 
                               _PATH_RE, _line)
 from .labels import DEFAULT_POLICY, patient_split
 from .bundle import (BundleConfig, set_thresholds, set_calibration, fit_temperature, in_distribution,
-                                calibrate as calibrate_probs)
+                                calibrate as calibrate_probs, MIN_PER_CLASS)
 from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
@@ -188,13 +188,14 @@ def calibration_table(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observ
 
 # %% ../nbs/07_evaluate.ipynb #a83afd85
 def fit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observations, as for `bootstrap_auroc`
+                     min_per_class:int=1, # studies of each class (0 and 1) an observation needs for its temperature
                     ) -> tuple[dict, dict]:
-    "`({observation: T}, {observation: n_studies})`: `fit_temperature` for every observation with both classes."
+    "`({observation: T}, {observation: n_studies})`: `fit_temperature` for every observation with enough studies of both classes."
     temps, n = {}, {}
     for o in truth.columns:
         m = (truth[o].notna() & probs[o].notna()).to_numpy()
         y, p = truth[o].to_numpy(float)[m], probs[o].to_numpy(float)[m]
-        if _unscorable_reason(y): continue
+        if _unscorable_reason(y) or min((y == 1).sum(), (y == 0).sum()) < min_per_class: continue
         temps[o], n[o] = fit_temperature(y, p), int(m.sum())
     return temps, n
 
@@ -214,6 +215,7 @@ def _study_patients(labels:pd.DataFrame, studies:pd.Index) -> pd.Series:
 def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observations, as for `bootstrap_auroc`
                           patients:pd.Series, # each study's patient (index: the studies)
                           seed:int=0, # the seed of the split into two halves of the patients
+                          min_per_class:int=1, # as for `fit_temperatures`, on each half
                          ) -> tuple[pd.DataFrame, dict]:
     "`(probs calibrated out of fold, split)`: temperatures fitted on one half of the patients applied to the other, both ways."
     studies = pd.DataFrame({'study': truth.index, 'patient': patients.reindex(truth.index).to_numpy()})
@@ -221,7 +223,7 @@ def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x ob
     halves = [truth.index.isin(h['study']) for h in patient_split(studies, valid_pct=0.5, seed=seed)]
     out = probs.astype(np.float64).copy()
     for fit_on, apply_to in ((0, 1), (1, 0)):
-        temps, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]])
+        temps, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]], min_per_class)
         out[halves[apply_to]] = with_temperatures(probs[halves[apply_to]], temps)
     return out, {'seed': seed, 'n_studies': [int(h.sum()) for h in halves]}
 
@@ -388,6 +390,7 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                  calibration:dict, # the bundle's `config.calibration` ({} when it has none)
                  fit:bool, # also fit temperatures on these studies and measure before and after
                  seed:int=0, # the seed of the patient halves of the cross-fitted (held-out) measure
+                 min_per_class:int=MIN_PER_CLASS, # studies of each class an observation needs for its temperature
                 ) -> tuple[dict, dict, pd.DataFrame]:
     "`(summary, curves, columns)`: ECE as given, without calibration, and with `fit` temperatures fitted here (in-sample and held out)."
     obs = list(OBSERVATIONS)
@@ -400,9 +403,10 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                'ece_mean_uncalibrated': _task_mean(b['ece']), 'fitted': None}
     if calibration: curves['without calibration'] = before
     if fit:
-        temps, n = fit_temperatures(truth, before)
+        temps, n = fit_temperatures(truth, before, min_per_class)
         after = with_temperatures(before, temps)
-        cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed)
+        cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed, min_per_class)
+        counts = {o: {'positive': int((truth[o] == 1).sum()), 'negative': int((truth[o] == 0).sum())} for o in obs}
         a, c = calibration_table(truth, after), calibration_table(truth, cross)
         curves[f'temperatures fitted here ({len(before)} studies, in-sample)'] = after
         curves['fitted on the other half of the patients'] = cross
@@ -411,7 +415,8 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                                 'brier_fitted': a['brier'], 'brier_fitted_other_half': c['brier']}).reindex(obs)
         summary['fitted'] = {'temperatures': temps, 'n_studies': n, 'ece_mean_before': _task_mean(b['ece']),
                              'ece_mean_after': _task_mean(a['ece']), 'ece_mean_after_other_half': _task_mean(c['ece']),
-                             'split': split, 'recorded': False,
+                             'split': split, 'recorded': False, 'min_per_class': min_per_class,
+                             'not_fitted': {o: c for o, c in counts.items() if o not in temps},
                              'note': 'in-sample: fitted and measured on the same studies; other half: fitted on one half of '
                                      'the patients, measured on the other, both ways'}
     return summary, curves, columns
@@ -432,6 +437,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
              dataset:str|None=None, # instead of `csv`: a public dataset's own files in `root` ('nih', 'padchest', ...)
              split:str|None=None, # with `dataset`: its official split ('test', 'valid', ...); None: every image
              calibrate:bool=False, # fit temperatures on these studies and record them in the bundle (unless `save=False`)
+             min_per_class:int=MIN_PER_CLASS, # studies of each class an observation needs for its temperature
             ) -> tuple[pd.DataFrame, dict]:
     "Study-level evaluation of a bundle on a labelled CSV or dataset; writes evaluation.csv/.json, roc.png, reliability.png, thresholds."
     _check_options(layout, aggregate, threshold, missing, n_boot, batch_size)
@@ -462,7 +468,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     per_image[obs] = with_temperatures(raw[obs], (config.calibration or {}).get('temperatures') or {})  # as the bundle gives them
     table, summary = evaluate_predictions(per_image, df, aggregate, threshold, n_boot, seed)
     calibration, curves, columns = _calibration(raw, per_image, df, aggregate, config.calibration,
-                                                fit=calibrate or not config.calibration, seed=seed)
+                                                fit=calibrate or not config.calibration, seed=seed, min_per_class=min_per_class)
     table = table.join(columns)
     failed = per_image.error != ''
     before = predictor.config
@@ -532,11 +538,14 @@ def _calibration_text(summary:dict) -> list:
         f"{fmt(c.get('ece_mean_uncalibrated'))} without them" if bundle else
         f"the bundle has none: probabilities as the model gives them; mean ECE of the tasks {fmt(c['ece_mean'])}")]
     f = c['fitted']
-    if f: lines.append(f"  temperatures fitted on these studies for {len(f['temperatures'])} observation(s): mean ECE of the tasks "
+    if f: lines.append(f"  temperatures fitted on these studies for {len(f['temperatures'])} observation(s) (at least "
+                       f"{f['min_per_class']} studies of each class; not for {len(f['not_fitted'])}): mean ECE of the tasks "
                        f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after in-sample, "
                        f"{fmt(f.get('ece_mean_after_other_half'))} after on the other half of the patients (held out: what to "
                        "expect on new studies); " +
-                       (f"recorded in {f['recorded']}" if f['recorded'] else "not recorded (--calibrate records them)"))
+                       (f"recorded in {f['recorded']}" if f['recorded'] else "nothing recorded: no observation has "
+                        f"{f['min_per_class']} studies of each class here" if not f['temperatures'] else
+                        "not recorded (--calibrate records them)"))
     return lines
 
 def _summary_text(table:pd.DataFrame, summary:dict) -> str:
@@ -577,6 +586,7 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  no_save_thresholds:store_true=False, # leave the bundle's config.json (thresholds) as it is
                  no_save:store_true=False, # write nothing into the model folder: print the results only
                  calibrate:store_true=False, # fit per-observation temperatures on this CSV and record them in the bundle
+                 min_per_class:int=MIN_PER_CLASS, # with --calibrate: studies of each class an observation needs for its temperature
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png, reliability.png and thresholds into it."
     if model is None or (csv is None and dataset is None): raise CliError("--model and --csv are required (or --dataset "
@@ -584,7 +594,7 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
         "--dataset nih --root data/NIH --split test")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
                                    missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device,
-                                   dataset=dataset, split=split, calibrate=calibrate)
+                                   dataset=dataset, split=split, calibrate=calibrate, min_per_class=min_per_class)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
     print(_summary_text(table, summary))
     print(f"wrote {Path(model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png, reliability.png" if not no_save

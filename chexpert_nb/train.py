@@ -25,17 +25,17 @@ from .data import OBSERVATIONS, COMPETITION_TASKS, SAMPLE_MARKER, NIH_SPLIT_FILE
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
 from .fastdata import radiograph_block, retain_freed_memory, open_gray
 from .bundle import (BundleConfig, normalize_stats, save_bundle, read_config, export_onnx, fit_temperature,
-    set_calibration, pooled_features, fit_ood, save_ood)
+    set_calibration, pooled_features, fit_ood, save_ood, MIN_PER_CLASS)
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'MIN_PER_CLASS', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations', 'chexpert_dls', 'body_cut',
-           'get_arch', 'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'EpochLog',
-           'CheckpointError', 'Checkpoint', 'read_checkpoint', 'load_checkpoint', 'PretrainedWeightsError',
-           'imagenet_weights', 'paper_adam', 'chexpert_model', 'chexpert_learner', 'is_synthetic', 'load_frames',
-           'bundle_config', 'RunLockedError', 'lock_holder', 'run_lock', 'add_onnx', 'temperatures', 'add_calibration',
-           'add_ood', 'finish_bundle', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls',
-           'make_learner', 'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'parse_policy',
-           'parse_tasks', 'train_parser', 'config_from_args', 'train_cli']
+__all__ = ['LOCK_FILE', 'TrainConfig', 'ResumableDL', 'radiograph_augmentations', 'chexpert_dls', 'body_cut', 'get_arch',
+           'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'BestModel', 'History', 'EpochLog', 'CheckpointError',
+           'Checkpoint', 'read_checkpoint', 'load_checkpoint', 'PretrainedWeightsError', 'imagenet_weights',
+           'paper_adam', 'chexpert_model', 'chexpert_learner', 'is_synthetic', 'load_frames', 'bundle_config',
+           'RunLockedError', 'lock_holder', 'run_lock', 'add_onnx', 'temperatures', 'add_calibration', 'add_ood',
+           'finish_bundle', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls', 'make_learner',
+           'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'parse_policy', 'parse_tasks',
+           'train_parser', 'config_from_args', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #785fb168
 @dataclass
@@ -443,8 +443,6 @@ def run_lock(out:str|Path):
     finally: f.unlink(missing_ok=True)
 
 # %% ../nbs/05_train.ipynb #809317c6
-MIN_PER_CLASS = 10  # labelled validation images of each class (0 and 1) an observation needs for its temperature
-
 def add_onnx(out:Path) -> Path|None:
     "Write `out/model.onnx` (`export_onnx`); where that cannot be done, say why and how to add it later, never failing the run."
     missing = [m for m in ('onnx', 'onnxscript') if importlib.util.find_spec(m) is None]

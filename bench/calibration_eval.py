@@ -1,0 +1,104 @@
+"""Calibration, the evidence: does temperature scaling lower the ECE on data it was not fitted on?
+
+Two models, each measured on studies that played no part in fitting its temperatures:
+
+- **sample**: a DenseNet-121 trained from scratch on a synthetic CheXpert-layout sample (300 training patients,
+  64 px, 4 epochs). Training fits one temperature per observation on its validation split (the patients held out of
+  train.csv), as every training run does. Measured on the sample's `valid.csv`: other patients, never seen by the
+  training or by the temperatures. Before = the bundle without its temperatures, after = with them.
+- **NIH**: the DenseNet-121 of `bench/ood_eval.py` (trained from scratch on 160 of the 228 real NIH X-rays in
+  ../shared, 128 px). Its temperatures were fitted on the 68 held-out images at the end of training, so on those
+  images they are in-sample; the honest figure is `crossfit_temperatures`: temperatures fitted on one half of the
+  held-out patients calibrate the other half, both ways.
+
+For both, AUROC must be identical before and after (temperature scaling is monotone).
+
+    python bench/calibration_eval.py   # trains what is missing into data/bench/ (about 6 minutes on 2 cores)
+
+Prints `RATIO ece_after_over_before_<model>` (target <= 1.0) and `RATIO auroc_max_change_<model>` (target <= 1e-12).
+"""
+from __future__ import annotations
+import sys
+from pathlib import Path
+import numpy as np
+import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCH_DATA, header, verdict, run_quiet
+
+OUT = BENCH_DATA/'calibration'
+
+
+def sample_model():
+    "The synthetic-sample model and its sample (made and trained once)."
+    from chexpert_nb.data import make_sample
+    from chexpert_nb.train import TrainConfig, train
+    from chexpert_nb.bundle import is_bundle
+    data = OUT/'sample-300'
+    if not (data/'valid.csv').exists(): make_sample(data, patients=300, seed=1)
+    cfg = TrainConfig(data=str(data), out=str(OUT/'sample-64'), pretrained=False, size=64, epochs=4, bs=16, lr=3e-3,
+                      valid_pct=0.2, num_workers=0, seed=0, onnx=False, ood=False)
+    if not is_bundle(cfg.out): train(cfg, quiet=True)
+    return Path(cfg.out), data
+
+
+def nih_model():
+    "The NIH model of bench/ood_eval.py (trained there if missing) and a CSV of its held-out images."
+    import ood_eval
+    if not ood_eval.NIH.exists(): return None, None
+    nih, _ = ood_eval.train_models()
+    _, hold = ood_eval.split_frames(nih)
+    labels = pd.read_csv(ood_eval.NIH/'labels.csv')
+    held = labels[labels['Path'].isin(set(hold['Path']))]
+    csv = OUT/'nih-heldout.csv'; OUT.mkdir(parents=True, exist_ok=True); held.to_csv(csv, index=False)
+    return Path(nih.out), csv
+
+
+def mean_ratio(name: str, table: pd.DataFrame, before: str, after: str, label: str) -> float:
+    "Print the table and the mean ECE before and after over its scorable observations; return after / before."
+    scored = table[table[before].notna() & table[after].notna()]
+    print(scored.round(3).to_string())
+    b, a = scored[before].mean(), scored[after].mean()
+    print(f"{name}: mean ECE over {len(scored)} scorable observations {b:.3f} before, {a:.3f} {label}")
+    return a / b
+
+
+def main() -> int:
+    run_quiet()
+    from chexpert_nb.evaluate import evaluate
+    header('Calibration: ECE before and after temperature scaling, on held-out data (bench/calibration_eval.py)')
+    rc = 0
+    model, data = sample_model()
+    # the bundle's temperatures (fitted on the training run's validation split) on other patients: valid.csv
+    with_t, s_with = evaluate(model, data/'valid.csv', n_boot=200, save=False, progress=False)
+    cal = s_with['calibration']
+    print(f"sample model: temperatures for {len(cal['bundle']['temperatures'])} observations, fitted on "
+          f"{cal['bundle']['fitted_on']['data']}; measured on valid.csv ({s_with['n_studies']} studies of other patients)")
+    raw, s_raw = evaluate(model, data/'valid.csv', n_boot=200, save=False, progress=False, calibrate=True)
+    t = pd.DataFrame({'n_studies': with_t['n_studies'], 'n_positive': with_t['n_positive'], 'auroc': with_t['auroc'],
+                      'temperature': pd.Series(cal['bundle']['temperatures']), 'ece_before': raw['ece_uncalibrated'],
+                      'ece_after': with_t['ece'], 'brier_before': raw['brier_uncalibrated'], 'brier_after': with_t['brier']})
+    t = t[t['temperature'].notna()]  # the observations the bundle calibrates
+    ratio = mean_ratio('sample', t, 'ece_before', 'ece_after', "with the bundle's temperatures")
+    auroc_change = float(np.nanmax(np.abs(with_t['auroc'] - raw['auroc'])))
+    print(f"max |AUROC with - without temperatures| over 14 observations: {auroc_change:.1e}")
+    rc |= verdict('ece_after_over_before_sample (held-out patients, the bundle\'s temperatures)', ratio, 1.0)
+    rc |= verdict('auroc_max_change_sample', auroc_change, 1e-12)
+
+    nih, csv = nih_model()
+    if nih is None: print('no NIH images in ../shared: the real-X-ray half is skipped'); return rc
+    import ood_eval
+    tab, s = evaluate(nih, csv, root=ood_eval.NIH, n_boot=200, save=False, progress=False, calibrate=True)
+    f = s['calibration']['fitted']
+    print(f"\nNIH model: {s['n_studies']} held-out X-rays of {s['n_patients']} patients; temperatures fitted here for "
+          f"{len(f['temperatures'])} observations; cross-fitted halves of {f['split']['n_studies']} studies")
+    t = tab[tab['temperature'].notna()][['n_studies', 'n_positive', 'auroc', 'temperature', 'ece_uncalibrated', 'ece_fitted',
+                                         'ece_fitted_other_half', 'brier_uncalibrated', 'brier_fitted_other_half']]
+    print(f"in-sample (fitted and measured on the same {s['n_studies']} studies): mean ECE "
+          f"{t['ece_uncalibrated'].mean():.3f} before, {t['ece_fitted'].mean():.3f} after")
+    ratio = mean_ratio('NIH', t, 'ece_uncalibrated', 'ece_fitted_other_half', 'after on the other half of the patients')
+    rc |= verdict('ece_after_over_before_nih (held out: the other half of the patients)', ratio, 1.0)
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main())
