@@ -56,7 +56,10 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert (model/'roc.png').stat().st_size > 10_000 and (model/'reliability.png').stat().st_size > 10_000
     assert ev['calibration']['bundle'] == (before['calibration'] or None)  # as 05_train left it
     if before['calibration']: assert ev['calibration']['fitted'] is None and "the bundle's temperatures" in r.stdout
-    else: assert ev['calibration']['fitted']['recorded'] is False and 'not recorded (--calibrate records them)' in r.stdout
+    else:
+        fitted = ev['calibration']['fitted']
+        assert fitted['recorded'] is False and (('not recorded (--calibrate records them)' if fitted['temperatures'] else
+                                                 'nothing recorded: no observation has 10 studies of each class here') in r.stdout)
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
     from chexpert_nb.infer import Predictor
@@ -169,17 +172,23 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
     "--calibrate fits a temperature per observation on the CSV's studies and records them with the CSV; AUROC stays."
     model = _plain_copy(bundle, tmp_path/'m')
     csv = sample_dir/'valid.csv'
-    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', '--no-save')
+    few = ('--min-per-class', 2)  # the sample's 14 studies: too few for the default 10 of each class
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate')
+    assert r.returncode == 0 and 'nothing recorded: no observation has 10 studies of each class here' in r.stdout, r.stdout
+    assert not json.loads((model/'config.json').read_text()).get('calibration')
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', '--no-save', *few)
     assert r.returncode == 0 and 'wrote nothing (--no-save)' in r.stdout, r.stderr
     assert 'calibration' not in json.loads((model/'config.json').read_text()) or \
         not json.loads((model/'config.json').read_text())['calibration']  # --no-save: not recorded
-    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate')
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', *few)
     assert r.returncode == 0 and f"recorded in {model/'config.json'}" in r.stdout, r.stderr
     first, ev = _table(model), json.loads((model/'evaluation.json').read_text())
     calibration = json.loads((model/'config.json').read_text())['calibration']
     assert calibration['fitted_on']['csv'] == str(csv) and calibration['method'] == 'temperature'
     scored = first.index[first.unscorable.isna()].tolist()
-    assert sorted(calibration['temperatures']) == sorted(scored)
+    enough = first.index[(first.n_positive >= 2) & (first.n_studies - first.n_positive >= 2)].tolist()
+    assert sorted(calibration['temperatures']) == sorted(enough) and set(enough) <= set(scored)
+    scored = enough  # the observations with a temperature
     assert calibration['fitted_on']['n_studies'] == {o: int(first.loc[o, 'n_studies']) for o in scored}
     assert np.allclose([calibration['temperatures'][o] for o in scored], first.loc[scored, 'temperature'], atol=1e-6)
     before, after = ev['calibration']['fitted']['ece_mean_before'], ev['calibration']['fitted']['ece_mean_after']
