@@ -16,7 +16,7 @@ from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, 
                               _PATH_RE, _line)
 from .labels import DEFAULT_POLICY, patient_split
 from .bundle import (BundleConfig, set_thresholds, set_calibration, fit_temperature, in_distribution,
-                                calibrate as calibrate_probs, MIN_PER_CLASS)
+                                calibrate as calibrate_probs, MIN_PER_CLASS, _replace_atomically)
 from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
@@ -485,16 +485,16 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
         fitted['recorded'] = str(model_dir/'config.json')
     summary['thresholds'] = {'written': written, 'config': str(model_dir/'config.json') if written else None,
         'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written}}
-    if save:
-        table.to_csv(model_dir/'evaluation.csv')
-        (model_dir/'evaluation.json').write_text(json.dumps(_json_safe(
-            {**summary, 'observations': table.reset_index().to_dict('records')}), indent=2))
-        per_image.to_csv(model_dir/'evaluation_predictions.csv', index=False)
+    if save:  # each file through a temporary name and a rename: a reader never sees half a file
+        _replace_atomically(model_dir/'evaluation.csv', lambda tmp: table.to_csv(tmp))
+        _replace_atomically(model_dir/'evaluation.json', lambda tmp: Path(tmp).write_text(json.dumps(_json_safe(
+            {**summary, 'observations': table.reset_index().to_dict('records')}), indent=2)))
+        _replace_atomically(model_dir/'evaluation_predictions.csv', lambda tmp: per_image.to_csv(tmp, index=False))
         fig = plot_rocs(per_image, df, table, aggregate, title=f"{model_dir.name} on {label}")
-        fig.savefig(model_dir/'roc.png', dpi=120); plt.close(fig)
+        _replace_atomically(model_dir/'roc.png', lambda tmp: fig.savefig(tmp, dpi=120, format='png')); plt.close(fig)
         fig = plot_reliability(study_truth(df).loc[curves[next(iter(curves))].index], curves,
                                title=f"{model_dir.name} on {label}: reliability (10 equal-width bins)")
-        fig.savefig(model_dir/'reliability.png', dpi=120); plt.close(fig)
+        _replace_atomically(model_dir/'reliability.png', lambda tmp: fig.savefig(tmp, dpi=120, format='png')); plt.close(fig)
     return table, summary
 
 # %% ../nbs/07_evaluate.ipynb #6f6b4e8f
