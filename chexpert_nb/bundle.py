@@ -17,19 +17,19 @@ from .labels import resolve_policy, n_outputs, to_probs
 if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'MIN_PER_CLASS', 'ONNX_FILE',
+__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'MIN_PER_CLASS',
            'OOD_FILE', 'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
            'LATERAL_VIEWS', 'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
            'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'reference_batch', 'check_reference',
            'check_onnx_reference', 'self_check', 'write_config', 'save_bundle', 'read_config', 'load_bundle',
-           'set_thresholds', 'fit_temperature', 'calibrate', 'set_calibration', 'is_bundle', 'list_models',
+           'set_thresholds', 'fit_temperature', 'fit_platt', 'calibrate', 'set_calibration', 'is_bundle', 'list_models',
            'export_onnx', 'export_onnx_cli', 'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood',
            'load_ood', 'plain_language_notes']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 3  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
                     # 3: the fields `onnx`, `reference`, `calibration` and `ood` (older readers refuse them by version, not by name)
-CONFIG_FILE, WEIGHTS_FILE = 'config.json', 'model.safetensors'
+CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = 'config.json', 'model.safetensors', 'model.onnx'
 
 class BundleError(ValueError):
     "A model bundle that cannot be used; the message names the folder, the file or field, and what to do."
@@ -108,6 +108,32 @@ def _validate(c:BundleConfig, source):
     _check(c.resize == 'squish', source, 'resize', f"is {c.resize!r}: the only resize the model was trained with is 'squish'.")
     bad = {o: t for o, t in (c.thresholds or {}).items() if o not in OBSERVATIONS or not (isinstance(t, (int, float)) and 0 <= t <= 1)}
     _check(not bad, source, 'thresholds', f"has {bad}: thresholds are probabilities in [0, 1] keyed by observation.")
+    _validate_records(c, source)
+
+def _number(v, lo=-np.inf, hi=np.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and lo < v < hi
+
+def _validate_records(c:BundleConfig, source):
+    "The fields written after training (calibration, ONNX graph, self-check reference): types a loader can trust."
+    cal = c.calibration or {}
+    _check(isinstance(cal, dict), source, 'calibration', f"is {type(cal).__name__}: a JSON object.")
+    temps, biases = cal.get('temperatures') or {}, cal.get('biases') or {}
+    bad = {o: t for o, t in (temps.items() if isinstance(temps, dict) else [('?', temps)]) if o not in OBSERVATIONS or not _number(t, 0)}
+    bad |= {o: b for o, b in (biases.items() if isinstance(biases, dict) else [('?', biases)]) if o not in temps or not _number(b)}
+    _check(not bad, source, 'calibration', f"has {bad}: temperatures are positive numbers and biases finite numbers, "
+           "keyed by observation (a bias only beside a temperature); fit them again (chexpert-evaluate --calibrate).")
+    name = (c.onnx or {}).get('file', ONNX_FILE) if isinstance(c.onnx, dict) else None
+    _check(isinstance(name, str) and name and Path(name).name == name and name not in ('.', '..'), source, 'onnx',
+           f"names the graph file {name!r}: a file name inside the bundle folder; run chexpert-export-onnx again.")
+    ref = c.reference or {}
+    if not ref: return
+    ok = (isinstance(ref, dict) and isinstance(ref.get('n'), int) and 1 <= ref['n'] <= 16 and isinstance(ref.get('seed'), int)
+          and isinstance(ref.get('image'), list) and len(ref['image']) == 2 and all(isinstance(v, int) and 16 <= v <= 1024 for v in ref['image'])
+          and _number(ref.get('tolerance'), 0, 1) and isinstance(ref.get('probs'), list) and len(ref['probs']) == ref['n']
+          and all(isinstance(r, list) and len(r) == len(OBSERVATIONS) and all(_number(v, -1e-9, 1 + 1e-9) for v in r) for r in ref['probs'])
+          and isinstance(ref.get('weights_sha256'), str) and isinstance(ref.get('preprocessing'), dict) and isinstance(ref.get('versions'), dict))
+    _check(ok, source, 'reference', "is not a self-check record (n 1-16 seeded images of 16-1024 px, a tolerance in (0, 1), "
+           "n x 14 probabilities, the weights' SHA-256, preprocessing and versions): save the bundle again (save_bundle).")
 
 @classmethod
 def _from_dict(cls, d:dict, # a parsed config.json
@@ -421,23 +447,39 @@ def fit_temperature(y:np.ndarray, # 0/1 labels (both classes present)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
     return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method='bounded').x))
 
+def fit_platt(y:np.ndarray, # 0/1 labels (both classes present)
+              p:np.ndarray, # probabilities
+             ) -> tuple[float, float]:
+    "`(T, b)` minimising the negative log-likelihood of sigmoid(logit(p) / T + b): Platt scaling with a positive slope."
+    from scipy.optimize import minimize
+    y, z = np.asarray(y, np.float64), _logit(p)
+    def nll(x):
+        s = z / np.exp(x[0]) + x[1]
+        return np.mean(np.logaddexp(0, s) - y * s)  # -log-likelihood of sigmoid(s), without overflow
+    x = minimize(nll, [0.0, 0.0], method='L-BFGS-B', bounds=[(-4, 4), (-10, 10)]).x
+    return float(np.exp(x[0])), float(x[1])
+
 def calibrate(probs:np.ndarray, # (n, len(config.observations)) probabilities in observation order
               config:BundleConfig) -> np.ndarray:
-    "`probs` with each observation's temperature applied (unchanged where the bundle has none)."
-    temps = (config.calibration or {}).get('temperatures') or {}
+    "`probs` with each observation's temperature (and bias, for Platt scaling) applied; unchanged where the bundle has none."
+    cal = config.calibration or {}
+    temps, biases = cal.get('temperatures') or {}, cal.get('biases') or {}
     if not temps: return probs
     out = np.array(probs, dtype=np.float64, copy=True)
     for j, o in enumerate(config.observations):
-        if o in temps: out[:, j] = 1 / (1 + np.exp(-_logit(out[:, j]) / temps[o]))
+        if o in temps: out[:, j] = 1 / (1 + np.exp(-(_logit(out[:, j]) / temps[o] + biases.get(o, 0.0))))
     return out.astype(np.asarray(probs).dtype)
 
 def set_calibration(model_dir:str|Path, # the bundle to update
                     temperatures:dict, # observation -> T (replaces the bundle's calibration)
                     fitted_on:dict, # what they were fitted on, e.g. {'csv': ..., 'n_studies': {...}}
+                    biases:dict|None=None, # observation -> b, for Platt scaling (`fit_platt`); None: temperatures only
                    ) -> BundleConfig:
-    "Record per-observation temperatures in the bundle's config, with what they were fitted on and when."
+    "Record per-observation temperatures (and biases) in the bundle's config, with what they were fitted on and when."
     config = read_config(model_dir)
-    config.calibration = {'method': 'temperature', 'temperatures': {o: round(float(t), 6) for o, t in temperatures.items()},
+    config.calibration = {'method': 'platt' if biases else 'temperature',
+                          'temperatures': {o: round(float(t), 6) for o, t in temperatures.items()},
+                          **({'biases': {o: round(float(b), 6) for o, b in biases.items()}} if biases else {}),
                           'fitted_on': {**fitted_on, 'at': time.strftime('%Y-%m-%d %H:%M:%S')}}
     write_config(config, model_dir)
     return config
@@ -456,8 +498,6 @@ def list_models(folder:str|Path, # a folder holding one sub-folder per model bun
     return sorted(bundles, key=lambda d: ((d/WEIGHTS_FILE).stat().st_mtime, d.name), reverse=True)
 
 # %% ../nbs/02_bundle.ipynb #c97e424c
-ONNX_FILE = 'model.onnx'
-
 def _graph_module(model, config:BundleConfig):
     "`model` wrapped to take uint8 images and return (probs, logits, features), as the ONNX graph does."
     import torch

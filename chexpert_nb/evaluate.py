@@ -16,14 +16,14 @@ from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, 
                               _PATH_RE, _line)
 from .labels import DEFAULT_POLICY, patient_split
 from .bundle import (BundleConfig, set_thresholds, set_calibration, fit_temperature, in_distribution,
-                                calibrate as calibrate_probs, MIN_PER_CLASS, _replace_atomically)
+                                calibrate as calibrate_probs, MIN_PER_CLASS, _replace_atomically, fit_platt)
 from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
-__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'bootstrap_auroc', 'choose_threshold',
-           'heldout_thresholds', 'expected_calibration_error', 'calibration_table', 'fit_temperatures',
-           'with_temperatures', 'crossfit_temperatures', 'evaluate_predictions', 'plot_rocs', 'plot_reliability',
-           'ood_summary', 'detect_layout', 'evaluate', 'evaluate_cli']
+__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'CALIBRATIONS', 'study_truth', 'bootstrap_auroc',
+           'choose_threshold', 'heldout_thresholds', 'expected_calibration_error', 'calibration_table',
+           'fit_temperatures', 'with_temperatures', 'crossfit_temperatures', 'evaluate_predictions', 'plot_rocs',
+           'plot_reliability', 'ood_summary', 'detect_layout', 'evaluate', 'evaluate_cli']
 
 # %% ../nbs/07_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -187,23 +187,30 @@ def calibration_table(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observ
     return pd.DataFrame.from_dict(rows, orient='index')
 
 # %% ../nbs/07_evaluate.ipynb #a83afd85
+CALIBRATIONS = ('temperature', 'platt')  # a temperature per observation, or a temperature and a bias (`02_bundle`)
+
 def fit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observations, as for `bootstrap_auroc`
                      min_per_class:int=1, # studies of each class (0 and 1) an observation needs for its temperature
-                    ) -> tuple[dict, dict]:
-    "`({observation: T}, {observation: n_studies})`: `fit_temperature` for every observation with enough studies of both classes."
-    temps, n = {}, {}
+                     method:str='temperature', # 'temperature' (`fit_temperature`) or 'platt' (`fit_platt`: also a bias)
+                    ) -> tuple[dict, dict, dict]:
+    "`({observation: T}, {observation: bias} (empty for 'temperature'), {observation: n_studies})`, for observations with enough studies of both classes."
+    temps, biases, n = {}, {}, {}
     for o in truth.columns:
         m = (truth[o].notna() & probs[o].notna()).to_numpy()
         y, p = truth[o].to_numpy(float)[m], probs[o].to_numpy(float)[m]
         if _unscorable_reason(y) or min((y == 1).sum(), (y == 0).sum()) < min_per_class: continue
-        temps[o], n[o] = fit_temperature(y, p), int(m.sum())
-    return temps, n
+        if method == 'platt': temps[o], biases[o] = fit_platt(y, p)
+        else: temps[o] = fit_temperature(y, p)
+        n[o] = int(m.sum())
+    return temps, biases, n
 
 def with_temperatures(probs:pd.DataFrame, # studies (or images) x observations
                       temperatures:dict, # observation -> T; observations without one are unchanged
+                      biases:dict|None=None, # observation -> b (Platt scaling); None: none
                      ) -> pd.DataFrame:
-    "`probs` with sigmoid(logit(p) / T) per observation: `bundle.calibrate` with these temperatures, in float64."
-    config = BundleConfig(name='temperatures', observations=list(probs.columns), calibration={'temperatures': temperatures})
+    "`probs` with sigmoid(logit(p) / T + b) per observation: `bundle.calibrate` with these parameters, in float64."
+    config = BundleConfig(name='temperatures', observations=list(probs.columns),
+                          calibration={'temperatures': temperatures, 'biases': biases or {}})
     return pd.DataFrame(calibrate_probs(probs.to_numpy(np.float64), config), index=probs.index, columns=probs.columns)
 
 # %% ../nbs/07_evaluate.ipynb #9d52aa4a
@@ -216,6 +223,7 @@ def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x ob
                           patients:pd.Series, # each study's patient (index: the studies)
                           seed:int=0, # the seed of the split into two halves of the patients
                           min_per_class:int=1, # as for `fit_temperatures`, on each half
+                          method:str='temperature', # as for `fit_temperatures`
                          ) -> tuple[pd.DataFrame, dict]:
     "`(probs calibrated out of fold, split)`: temperatures fitted on one half of the patients applied to the other, both ways."
     studies = pd.DataFrame({'study': truth.index, 'patient': patients.reindex(truth.index).to_numpy()})
@@ -223,8 +231,8 @@ def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x ob
     halves = [truth.index.isin(h['study']) for h in patient_split(studies, valid_pct=0.5, seed=seed)]
     out = probs.astype(np.float64).copy()
     for fit_on, apply_to in ((0, 1), (1, 0)):
-        temps, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]], min_per_class)
-        out[halves[apply_to]] = with_temperatures(probs[halves[apply_to]], temps)
+        temps, biases, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]], min_per_class, method)
+        out[halves[apply_to]] = with_temperatures(probs[halves[apply_to]], temps, biases)
     return out, {'seed': seed, 'n_studies': [int(h.sum()) for h in halves]}
 
 # %% ../nbs/07_evaluate.ipynb #7c04f56c
@@ -391,6 +399,7 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                  fit:bool, # also fit temperatures on these studies and measure before and after
                  seed:int=0, # the seed of the patient halves of the cross-fitted (held-out) measure
                  min_per_class:int=MIN_PER_CLASS, # studies of each class an observation needs for its temperature
+                 method:str='temperature', # 'temperature' or 'platt' (`fit_temperatures`)
                 ) -> tuple[dict, dict, pd.DataFrame]:
     "`(summary, curves, columns)`: ECE as given, without calibration, and with `fit` temperatures fitted here (in-sample and held out)."
     obs = list(OBSERVATIONS)
@@ -403,17 +412,19 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                'ece_mean_uncalibrated': _task_mean(b['ece']), 'fitted': None}
     if calibration: curves['without calibration'] = before
     if fit:
-        temps, n = fit_temperatures(truth, before, min_per_class)
-        after = with_temperatures(before, temps)
-        cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed, min_per_class)
+        temps, biases, n = fit_temperatures(truth, before, min_per_class, method)
+        after = with_temperatures(before, temps, biases)
+        cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed, min_per_class, method)
         counts = {o: {'positive': int((truth[o] == 1).sum()), 'negative': int((truth[o] == 0).sum())} for o in obs}
         a, c = calibration_table(truth, after), calibration_table(truth, cross)
         curves[f'temperatures fitted here ({len(before)} studies, in-sample)'] = after
         curves['fitted on the other half of the patients'] = cross
-        columns = pd.DataFrame({'temperature': pd.Series(temps, dtype=float), 'ece_uncalibrated': b['ece'],
+        columns = pd.DataFrame({'temperature': pd.Series(temps, dtype=float), **({'bias': pd.Series(biases, dtype=float)} if biases else {}),
+                                'ece_uncalibrated': b['ece'],
                                 'ece_fitted': a['ece'], 'ece_fitted_other_half': c['ece'], 'brier_uncalibrated': b['brier'],
                                 'brier_fitted': a['brier'], 'brier_fitted_other_half': c['brier']}).reindex(obs)
-        summary['fitted'] = {'temperatures': temps, 'n_studies': n, 'ece_mean_before': _task_mean(b['ece']),
+        summary['fitted'] = {'method': method, 'temperatures': temps, 'biases': biases, 'n_studies': n,
+                             'ece_mean_before': _task_mean(b['ece']),
                              'ece_mean_after': _task_mean(a['ece']), 'ece_mean_after_other_half': _task_mean(c['ece']),
                              'split': split, 'recorded': False, 'min_per_class': min_per_class,
                              'not_fitted': {o: c for o, c in counts.items() if o not in temps},
@@ -437,10 +448,14 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
              dataset:str|None=None, # instead of `csv`: a public dataset's own files in `root` ('nih', 'padchest', ...)
              split:str|None=None, # with `dataset`: its official split ('test', 'valid', ...); None: every image
              calibrate:bool=False, # fit temperatures on these studies and record them in the bundle (unless `save=False`)
+             calibration:str='temperature', # what `calibrate` fits: 'temperature', or 'platt' (a temperature and a bias)
              min_per_class:int=MIN_PER_CLASS, # studies of each class an observation needs for its temperature
             ) -> tuple[pd.DataFrame, dict]:
     "Study-level evaluation of a bundle on a labelled CSV or dataset; writes evaluation.csv/.json, roc.png, reliability.png, thresholds."
     _check_options(layout, aggregate, threshold, missing, n_boot, batch_size)
+    if calibration not in CALIBRATIONS: raise ValueError(f"calibration (--calibration) is {calibration!r}: choose one of {', '.join(CALIBRATIONS)}")
+    if not (isinstance(min_per_class, int) and min_per_class >= 1):
+        raise ValueError(f"min_per_class (--min-per-class) is {min_per_class!r}: at least 1 study of each class")
     if (csv is None) == (dataset is None): raise ValueError("give either a CSV (--csv) or a dataset (--dataset with --root)")
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
@@ -465,10 +480,12 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error', 'ood_score'])
     per_image.insert(0, 'study', df['study']); per_image.insert(1, 'file', df['file'])
     raw, obs = per_image.copy(), predictor.observations
-    per_image[obs] = with_temperatures(raw[obs], (config.calibration or {}).get('temperatures') or {})  # as the bundle gives them
+    bundle_cal = config.calibration or {}
+    per_image[obs] = with_temperatures(raw[obs], bundle_cal.get('temperatures') or {}, bundle_cal.get('biases'))  # as the bundle gives them
     table, summary = evaluate_predictions(per_image, df, aggregate, threshold, n_boot, seed)
-    calibration, curves, columns = _calibration(raw, per_image, df, aggregate, config.calibration,
-                                                fit=calibrate or not config.calibration, seed=seed, min_per_class=min_per_class)
+    cal_summary, curves, columns = _calibration(raw, per_image, df, aggregate, config.calibration,
+                                                fit=calibrate or not config.calibration, seed=seed, min_per_class=min_per_class,
+                                                method=calibration)
     table = table.join(columns)
     failed = per_image.error != ''
     before = predictor.config
@@ -476,12 +493,12 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
                'n_failed_images': int(failed.sum()), 'frontal_only': frontal_only, **summary,
                'policy': before.policy, 'published': {'irvin2019_best_of_5_policies_auroc': PAPER_AUROC,
                                                       'irvin2019_note': PAPER_NOTE, 'pham2020_mean_auroc': PHAM_2020_MEAN_AUROC},
-               'failed_images': dict(zip(per_image.file[failed], per_image.error[failed])), 'calibration': calibration,
+               'failed_images': dict(zip(per_image.file[failed], per_image.error[failed])), 'calibration': cal_summary,
                'ood': ood_summary(per_image, predictor.ood[1] if predictor.ood else None)}
     written = _write_thresholds(model_dir, table, threshold, source) if save and save_thresholds else []
-    fitted = calibration['fitted']
+    fitted = cal_summary['fitted']
     if calibrate and save and fitted['temperatures']:
-        set_calibration(model_dir, fitted['temperatures'], {'csv': source, 'n_studies': fitted['n_studies']})
+        set_calibration(model_dir, fitted['temperatures'], {'csv': source, 'n_studies': fitted['n_studies']}, fitted['biases'] or None)
         fitted['recorded'] = str(model_dir/'config.json')
     summary['thresholds'] = {'written': written, 'config': str(model_dir/'config.json') if written else None,
         'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written}}
@@ -538,7 +555,8 @@ def _calibration_text(summary:dict) -> list:
         f"{fmt(c.get('ece_mean_uncalibrated'))} without them" if bundle else
         f"the bundle has none: probabilities as the model gives them; mean ECE of the tasks {fmt(c['ece_mean'])}")]
     f = c['fitted']
-    if f: lines.append(f"  temperatures fitted on these studies for {len(f['temperatures'])} observation(s) (at least "
+    what = 'temperatures and biases (Platt scaling)' if f and f.get('method') == 'platt' else 'temperatures'
+    if f: lines.append(f"  {what} fitted on these studies for {len(f['temperatures'])} observation(s) (at least "
                        f"{f['min_per_class']} studies of each class; not for {len(f['not_fitted'])}): mean ECE of the tasks "
                        f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after in-sample, "
                        f"{fmt(f.get('ece_mean_after_other_half'))} after on the other half of the patients (held out: what to "
@@ -587,6 +605,7 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  no_save:store_true=False, # write nothing into the model folder: print the results only
                  calibrate:store_true=False, # fit per-observation temperatures on this CSV and record them in the bundle
                  min_per_class:int=MIN_PER_CLASS, # with --calibrate: studies of each class an observation needs for its temperature
+                 calibration:str='temperature', # with --calibrate: 'temperature', or 'platt' (also a bias: corrects another base rate)
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png, reliability.png and thresholds into it."
     if model is None or (csv is None and dataset is None): raise CliError("--model and --csv are required (or --dataset "
@@ -594,7 +613,8 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
         "--dataset nih --root data/NIH --split test")
     try: table, summary = evaluate(model, csv, root, layout, aggregate, threshold, n_boot, seed, batch_size,
                                    missing=missing, save=not no_save, save_thresholds=not no_save_thresholds, device=device,
-                                   dataset=dataset, split=split, calibrate=calibrate, min_per_class=min_per_class)
+                                   dataset=dataset, split=split, calibrate=calibrate, min_per_class=min_per_class,
+                                   calibration=calibration)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e))
     print(_summary_text(table, summary))
     print(f"wrote {Path(model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png, reliability.png" if not no_save
