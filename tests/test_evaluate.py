@@ -208,6 +208,14 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
     assert 'temperature' not in again.columns  # a calibrated bundle is not refitted unless asked
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert preds[scored].max().max() <= 1 and np.isclose(json.loads((model/'evaluation.json').read_text())['calibration']['ece_mean'], after)
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', *few, '--calibration', 'platt')
+    assert r.returncode == 0 and 'temperatures and biases (Platt scaling) fitted' in r.stdout, r.stdout + r.stderr
+    platt = json.loads((model/'config.json').read_text())['calibration']
+    assert platt['method'] == 'platt' and set(platt['biases']) == set(platt['temperatures']) == set(scored)
+    assert (_table(model)[cols].fillna(-1) == first[cols].fillna(-1)).all().all()  # still monotone: AUROC unchanged
+    for bad, msg in ((('--calibration', 'isotonic'), 'choose one of temperature, platt'), (('--min-per-class', 0), 'at least 1')):
+        r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--calibrate', *bad)
+        assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
 def test_threshold_sensitivity_is_measured_on_the_other_half(bundle, sample_dir, tmp_path):
