@@ -122,18 +122,24 @@ def _validate_records(c:BundleConfig, source):
     bad |= {o: b for o, b in (biases.items() if isinstance(biases, dict) else [('?', biases)]) if o not in temps or not _number(b)}
     _check(not bad, source, 'calibration', f"has {bad}: temperatures are positive numbers and biases finite numbers, "
            "keyed by observation (a bias only beside a temperature); fit them again (chexpert-evaluate --calibrate).")
+    _check(cal.get('method', 'temperature') in ('temperature', 'platt') and all(_number(t, 1e-3, 1e3) for t in temps.values()),
+           source, 'calibration', f"has method {cal.get('method')!r} or temperatures outside (0.001, 1000): fit them again.")
     name = (c.onnx or {}).get('file', ONNX_FILE) if isinstance(c.onnx, dict) else None
     _check(isinstance(name, str) and name and Path(name).name == name and name not in ('.', '..'), source, 'onnx',
            f"names the graph file {name!r}: a file name inside the bundle folder; run chexpert-export-onnx again.")
+    hashes = {k: (c.onnx or {}).get(k) for k in ('sha256', 'weights_sha256')}
+    _check(all(v is None or isinstance(v, str) for v in hashes.values()) and isinstance((c.onnx or {}).get('preprocessing', {}), dict),
+           source, 'onnx', f"records hashes {hashes} that are not SHA-256 strings: run chexpert-export-onnx again.")
     ref = c.reference or {}
     if not ref: return
     ok = (isinstance(ref, dict) and isinstance(ref.get('n'), int) and 1 <= ref['n'] <= 16 and isinstance(ref.get('seed'), int)
+          and 0 <= ref['seed'] < 2**32 and set(ref.get('preprocessing') or {}) == {'size', 'n_in', 'normalize', 'resize'}
           and isinstance(ref.get('image'), list) and len(ref['image']) == 2 and all(isinstance(v, int) and 16 <= v <= 1024 for v in ref['image'])
           and _number(ref.get('tolerance'), 0, 1) and isinstance(ref.get('probs'), list) and len(ref['probs']) == ref['n']
           and all(isinstance(r, list) and len(r) == len(OBSERVATIONS) and all(_number(v, -1e-9, 1 + 1e-9) for v in r) for r in ref['probs'])
           and isinstance(ref.get('weights_sha256'), str) and isinstance(ref.get('preprocessing'), dict) and isinstance(ref.get('versions'), dict))
-    _check(ok, source, 'reference', "is not a self-check record (n 1-16 seeded images of 16-1024 px, a tolerance in (0, 1), "
-           "n x 14 probabilities, the weights' SHA-256, preprocessing and versions): save the bundle again (save_bundle).")
+    _check(ok, source, 'reference', "is not a self-check record (n 1-16 images of 16-1024 px from a seed >= 0, a tolerance in (0, 1), "
+           "n x 14 probabilities, the weights' SHA-256, the preprocessing fields and versions): save the bundle again (save_bundle).")
 
 @classmethod
 def _from_dict(cls, d:dict, # a parsed config.json
@@ -302,14 +308,22 @@ def check_onnx_reference(run, # `uint8 batch -> probabilities`: the ONNX graph's
                     f"{rec['sha256'][:12]}...): it was damaged or replaced; {fix}")
     elif rec.get('weights_sha256') and rec['weights_sha256'] != ref['weights_sha256']:
         mismatch = (f"{name} was exported from other weights than the bundle's {WEIGHTS_FILE} (it is stale: the weights "
-                    f"were saved again after the export); {fix}")
+                    f"were saved again after the export, or the graph and its record come from another bundle); {fix}")
+    elif rec.get('preprocessing') and rec['preprocessing'] != _preprocessing(config):
+        moved = {k: (v, _preprocessing(config).get(k)) for k, v in rec['preprocessing'].items() if _preprocessing(config).get(k) != v}
+        mismatch = (f"{name} was exported with other preprocessing than config.json's (" + '; '.join(
+                    f"{k}: graph {a}, config {b}" for k, (a, b) in moved.items()) + f"): the graph holds its own; {fix}")
     try: probs = run(reference_batch(config, ref))
     except Exception as e:
         return {'ok': False, 'max_difference': None, 'tolerance': ref['tolerance'], 'cause': mismatch or (
                 f"{name} cannot run the reference inputs ({type(e).__name__}: {str(e)[:200]}): it does not fit this "
                 f"config; {fix}")}
     import onnxruntime
-    return _compare_reference(probs, config, mismatch, {'onnxruntime': onnxruntime.__version__})
+    out = _compare_reference(probs, config, mismatch, {'onnxruntime': onnxruntime.__version__})
+    if not out['ok'] and not rec.get('sha256') and not mismatch and out['cause'].startswith('the same weights'):
+        out['cause'] = (f"{name} gives probabilities that differ by {out['max_difference']:.1e} from the weights' at export: "
+                        f"it is damaged, stale or from another bundle (this config records no hash of it to tell which); {fix}")
+    return out
 
 def self_check(model_dir:str|Path) -> dict:
     "The self-check of the bundle in `model_dir`, as `check_reference` reports it (loads the model without refusing)."
@@ -347,9 +361,11 @@ def save_bundle(model:nn.Module, # the model (a fastai Learner's `.model`, unwra
     model = getattr(model, 'module', model)  # DistributedDataParallel
     model_dir = Path(model_dir); model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _replace_atomically(model_dir/WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={'format': 'pt', 'arch': config.arch}))
-    sha = _sha256((model_dir/WEIGHTS_FILE).read_bytes())
-    onnx = config.onnx if (config.onnx or {}).get('weights_sha256') == sha else {}  # a graph of other weights: no longer recorded
+    # one metadata key: safetensors writes several in a random order, and the same weights would hash differently
+    _replace_atomically(model_dir/WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={'format': 'pt'}))
+    sha, rec = _sha256((model_dir/WEIGHTS_FILE).read_bytes()), config.onnx or {}
+    same = rec.get('weights_sha256') == sha and rec.get('preprocessing') == _preprocessing(config)
+    onnx = rec if same else {}  # a graph of other weights or preprocessing: no longer recorded
     write_config(replace(config, reference=make_reference(state, config, sha), onnx=onnx), model_dir)
     return model_dir
 
@@ -361,6 +377,8 @@ def _read_text(path:Path, what:str) -> str:
     except PermissionError: raise BundleError(f"{path}: permission denied: this user cannot read the {what}; "
                                               "check the file's permissions.") from None
     except IsADirectoryError: raise BundleError(f"{path} is a folder, not the {what} file.") from None
+    except NotADirectoryError: raise BundleError(f"{path.parent} is a file, not a model bundle folder: pass the folder "
+                                                 "training wrote (models/<name>).") from None
 
 def read_config(model_dir:str|Path) -> BundleConfig:
     "The checked `BundleConfig` of the bundle in `model_dir`."
@@ -535,6 +553,7 @@ def export_onnx(model_dir:str|Path, # a bundle folder (its weights and config ar
     proto = onnx.load(str(path), load_external_data=False)
     config.onnx = {'file': ONNX_FILE, 'opset': int(proto.opset_import[0].version), 'torch': torch.__version__,
                    'sha256': _sha256(path.read_bytes()), 'weights_sha256': config.reference.get('weights_sha256'),
+                   'preprocessing': _preprocessing(config),
                    'inputs': {'image': f'uint8 (batch, 1, {config.size}, {config.size})'},
                    'outputs': {'probs': f'float32 (batch, {len(config.observations)})',
                                'logits': f'float32 (batch, {config.n_outputs})', 'features': 'float32 (batch, C, h, w)'}}

@@ -371,11 +371,18 @@ class OnnxEngine:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads or _default_threads(), 1
-        data = (self.model_dir/self.config.onnx.get('file', ONNX_FILE)).read_bytes()  # hashed and run: the same bytes
+        path = self.model_dir/self.config.onnx.get('file', ONNX_FILE)
+        try: data = path.read_bytes()  # hashed and run: the same bytes
+        except OSError as e: raise BundleError(f"{path} cannot be read ({e.strerror or type(e).__name__}): restore it "
+                                               f"or run chexpert-export-onnx {self.model_dir}.") from None
         try: self.session = ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
         except Exception as e:
-            raise BundleError(f"{self.model_dir/self.config.onnx.get('file', ONNX_FILE)} is not a graph ONNX Runtime can "
-                              f"load ({type(e).__name__}): it is damaged; run chexpert-export-onnx {self.model_dir}.") from None
+            raise BundleError(f"{path} is not a graph ONNX Runtime can load ({type(e).__name__}): it is damaged; "
+                              f"run chexpert-export-onnx {self.model_dir}.") from None
+        shape = self.session.get_inputs()[0].shape  # (batch, 1, size, size): checked whatever `check` says
+        if list(shape[1:]) != [1, self.config.size, self.config.size]:
+            raise BundleError(f"{path} takes images of shape {shape[1:]}, but config.json says size {self.config.size}: "
+                              f"the graph belongs to another model; run chexpert-export-onnx {self.model_dir}.")
         self._sha256, self._head = _sha256(data), None  # the head's weights are read on the first heatmap
         if check not in CHECKS: raise ValueError(f"check={check!r}: choose one of {CHECKS}.")
         result = self.check_reference() if check != 'skip' and self.config.reference else {'ok': True}
@@ -711,11 +718,15 @@ def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
 def _self_checks(model:str, threads:int|None=None) -> dict:
     "Engine -> the self-check of the bundle's reference outputs on it (torch always; ONNX when it can run), or why not."
     from chexpert_nb.bundle import self_check
-    try: out = {f'torch ({WEIGHTS_FILE})': self_check(model)}
+    try: config = read_config(model)
     except BundleError as e: raise CliError(str(e))
-    config, name = read_config(model), f"onnx ({(read_config(model).onnx or {}).get('file', ONNX_FILE)})"
+    try: out = {f'torch ({WEIGHTS_FILE})': self_check(model)}
+    except BundleError as e: out = {f'torch ({WEIGHTS_FILE})': {'ok': False, 'max_difference': None, 'cause': str(e)}}
+    name = f"onnx ({(config.onnx or {}).get('file', ONNX_FILE)})"
     missing = _onnx_missing(Path(model), config)
-    if missing: out[name] = {'ok': None, 'cause': f"not checked: {missing[1]}"}
+    recorded = bool(config.onnx) and missing and 'although the config records it' in missing[1]  # a graph that should be there
+    if missing: out[name] = {'ok': False if recorded else None, 'max_difference': None,
+                             'cause': missing[1] if recorded else f"not checked: {missing[1]}"}
     elif config.reference:
         try: out[name] = OnnxEngine(model, threads, check='skip').check_reference()
         except BundleError as e: out[name] = {'ok': False, 'max_difference': None, 'cause': str(e)}
@@ -755,15 +766,18 @@ def predict_cli(inputs:Annotated[str, "image files and/or folders (JPEG, PNG, DI
                ):
     "Predict the 14 CheXpert observations for every image; exit status 1 when any file failed."
     if model is None: raise CliError("--model is required: the bundle folder written by training, e.g. models/<name>")
-    if self_check: return _print_self_check(model, threads)
-    _check_args(batch_size, max_views, device)
     if check not in CHECKS: raise CliError(f"--check {check!r}: choose one of {', '.join(CHECKS)}")
     if engine not in ENGINES: raise CliError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if threads is not None and threads < 1: raise CliError(f"--threads {threads}: at least 1")
+    if self_check: return _print_self_check(model, threads)
+    _check_args(batch_size, max_views, device)
     try: _check_out(Path(out), [])
     except _OutError as e: raise CliError(str(e))
-    try: predictor = Predictor.from_bundle(model, device, engine, threads, check=check)
-    except (FileNotFoundError, ValueError, ImportError) as e: raise CliError(str(e))
+    with warnings.catch_warnings(record=True) as caught:  # printed as sentences, without Python's file:line
+        warnings.simplefilter('always')
+        try: predictor = Predictor.from_bundle(model, device, engine, threads, check=check)
+        except (FileNotFoundError, ValueError, ImportError) as e: raise CliError(str(e))
+    for w in caught: print(f"warning: {w.message}", file=sys.stderr)
     print(f"engine: {predictor.engine.name}" + (", out-of-distribution check on" if predictor.ood else
           ", no out-of-distribution statistics in this bundle") + (", calibrated" if predictor.config.calibration else ''),
           file=sys.stderr)

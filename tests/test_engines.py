@@ -143,3 +143,10 @@ def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, 
     assert r.returncode == 1 and 'self-check failed' in r.stderr and 'Traceback' not in r.stderr, r.stderr
     r = _cli(image, '--model', stale, '--out', tmp_path/'p.csv', '--engine', 'onnx', '--check', 'warn')
     assert r.returncode == 0 and 'engine: onnx' in r.stderr and 'self-check failed' in r.stderr, r.stderr
+    assert 'warning: ' in r.stderr and 'infer.py' not in r.stderr  # a sentence, not Python's file:line
+
+    gone = tmp_path/'gone'; shutil.copytree(onnx_bundle, gone); (gone/'model.onnx').unlink()
+    r = _cli('x', '--model', gone, '--self-check')  # a graph the config records but the folder lacks: not a pass
+    assert r.returncode == 1 and 'is missing although the config records it' in r.stdout, r.stdout
+    r = _cli('x', '--model', onnx_bundle, '--self-check', '--check', 'bogus')
+    assert r.returncode == 1 and "--check 'bogus'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
