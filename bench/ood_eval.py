@@ -80,6 +80,22 @@ def scorers(f_fit, f_hold, l_hold, quantile=0.99) -> dict:
     return out
 
 
+def plot_scores(scores: dict, threshold: float, title: str, path: Path = ROOT/'bench'/'ood_scores.png'):
+    "Histograms of log10 OOD scores per category, with the stored threshold: the picture in bench/RESULTS.md."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    logs = {k: np.log10(v) for k, v in scores.items()}
+    bins = np.histogram_bin_edges(np.concatenate(list(logs.values())), 40)
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for k, v in logs.items():
+        ax.hist(v, bins, alpha=.55, label=f"{k} ({len(v)}): {(v > np.log10(threshold)).mean():.0%} flagged")
+    ax.axvline(np.log10(threshold), color='k', ls='--', lw=1, label='stored threshold (99% of held-out X-rays pass)')
+    ax.set_xlabel('log10 OOD score (Mahalanobis distance of the square-rooted pooled features)'); ax.set_ylabel('images')
+    ax.set_title(title, fontsize=10); ax.legend(fontsize=7, loc='upper right')
+    fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
 def main() -> int:
     run_quiet()
     import torch
@@ -125,6 +141,9 @@ def main() -> int:
     flagged = {k: 1 - in_distribution(ood_scores(f, arrays, info), info).mean() for k, (f, _) in ood_fl.items()}
     print(f"stored: {info['method']} ({info['transform']}), threshold {info['threshold']:.2f} (quantile {info['quantile']}, shrinkage "
           f"{info['shrinkage']:.3f}); flagged at it: " + ', '.join(f"{k} {v:.0%}" for k, v in flagged.items()))
+    plot_scores({'held-out NIH chest X-rays (in)': ood_scores(f_hold, arrays, info),
+                 **{k: ood_scores(f, arrays, info) for k, (f, _) in ood_fl.items()}}, info['threshold'],
+                f"NIH model ({config.size} px): OOD score of held-out X-rays and of images that are not chest radiographs")
     passed = ~(ood_scores(ood_fl['CT/MR/NM/US DICOM'][0], arrays, info) > info['threshold'])
     print(f"DICOM files passing as chest X-rays: {[f for f, p in zip(NOT_RADIOGRAPH_DICOMS, passed) if p]}")
     # a model trained on the synthetic shapes, shown real X-rays

@@ -229,11 +229,13 @@ def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x ob
     studies = pd.DataFrame({'study': truth.index, 'patient': patients.reindex(truth.index).to_numpy()})
     if studies['patient'].nunique() < 2: return probs * np.nan, {'seed': seed, 'n_studies': [len(studies), 0]}
     halves = [truth.index.isin(h['study']) for h in patient_split(studies, valid_pct=0.5, seed=seed)]
-    out = probs.astype(np.float64).copy()
+    out, fitted = probs.astype(np.float64).copy(), []
     for fit_on, apply_to in ((0, 1), (1, 0)):
         temps, biases, _ = fit_temperatures(truth[halves[fit_on]], probs[halves[fit_on]], min_per_class, method)
         out[halves[apply_to]] = with_temperatures(probs[halves[apply_to]], temps, biases)
-    return out, {'seed': seed, 'n_studies': [int(h.sum()) for h in halves]}
+        fitted.append(set(temps))
+    both = [o for o in probs.columns if o in fitted[0] & fitted[1]]  # calibrated on all its studies, by the other half
+    return out, {'seed': seed, 'n_studies': [int(h.sum()) for h in halves], 'calibrated_both_halves': both}
 
 # %% ../nbs/07_evaluate.ipynb #7c04f56c
 def evaluate_predictions(per_image:pd.DataFrame, # `study` + 14 probability columns (NaN for failed images)
@@ -417,6 +419,9 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
         cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed, min_per_class, method)
         counts = {o: {'positive': int((truth[o] == 1).sum()), 'negative': int((truth[o] == 0).sum())} for o in obs}
         a, c = calibration_table(truth, after), calibration_table(truth, cross)
+        measured = c.index.isin(split['calibrated_both_halves'])  # the others are not (fully) calibrated on the other half
+        c.loc[~measured, ['ece', 'brier']] = np.nan
+        at_bound = sorted(o for o, t in temps.items() if abs(np.log(t)) > 3.99)  # `fit_temperature` searches log T in [-4, 4]
         curves[f'temperatures fitted here ({len(before)} studies, in-sample)'] = after
         curves['fitted on the other half of the patients'] = cross
         columns = pd.DataFrame({'temperature': pd.Series(temps, dtype=float), **({'bias': pd.Series(biases, dtype=float)} if biases else {}),
@@ -426,6 +431,8 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
         summary['fitted'] = {'method': method, 'temperatures': temps, 'biases': biases, 'n_studies': n,
                              'ece_mean_before': _task_mean(b['ece']),
                              'ece_mean_after': _task_mean(a['ece']), 'ece_mean_after_other_half': _task_mean(c['ece']),
+                             'ece_mean_before_other_half': _task_mean(b['ece'].where(measured)),
+                             'measured_other_half': split['calibrated_both_halves'], 'at_bound': at_bound,
                              'split': split, 'recorded': False, 'min_per_class': min_per_class,
                              'not_fitted': {o: c for o, c in counts.items() if o not in temps},
                              'note': 'in-sample: fitted and measured on the same studies; other half: fitted on one half of '
@@ -558,12 +565,18 @@ def _calibration_text(summary:dict) -> list:
     what = 'temperatures and biases (Platt scaling)' if f and f.get('method') == 'platt' else 'temperatures'
     if f: lines.append(f"  {what} fitted on these studies for {len(f['temperatures'])} observation(s) (at least "
                        f"{f['min_per_class']} studies of each class; not for {len(f['not_fitted'])}): mean ECE of the tasks "
-                       f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after in-sample, "
-                       f"{fmt(f.get('ece_mean_after_other_half'))} after on the other half of the patients (held out: what to "
-                       "expect on new studies); " +
+                       f"{fmt(f['ece_mean_before'])} before, {fmt(f['ece_mean_after'])} after in-sample; " + (
+                       f"on the other half of the patients (held out: what to expect on new studies) {fmt(f.get('ece_mean_before_other_half'))} "
+                       f"before, {fmt(f.get('ece_mean_after_other_half'))} after, for the {len(f['measured_other_half'])} "
+                       "observation(s) each half could fit"
+                       if f.get('measured_other_half') else "not measured on the other half of the patients: no observation "
+                       f"has {f['min_per_class']} studies of each class in both halves") + "; " +
                        (f"recorded in {f['recorded']}" if f['recorded'] else "nothing recorded: no observation has "
                         f"{f['min_per_class']} studies of each class here" if not f['temperatures'] else
                         "not recorded (--calibrate records them)"))
+    if f and f.get('at_bound'): lines.append(
+        f"  temperature at the search bound (e^-4 or e^4) for {', '.join(f['at_bound'])}: the model ranks these no better "
+        "than chance here (or the fit found no optimum); their probabilities are flattened to about 0.5 or pushed to 0 and 1")
     return lines
 
 def _summary_text(table:pd.DataFrame, summary:dict) -> str:

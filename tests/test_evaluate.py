@@ -193,9 +193,11 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
     assert np.allclose([calibration['temperatures'][o] for o in scored], first.loc[scored, 'temperature'], atol=1e-6)
     before, after = ev['calibration']['fitted']['ece_mean_before'], ev['calibration']['fitted']['ece_mean_after']
     assert after < before, (before, after)
-    held = ev['calibration']['fitted']['ece_mean_after_other_half']  # temperatures of one patient half on the other
-    assert held is not None and 0 <= held <= 1 and 'ece_fitted_other_half' in first.columns
-    assert 'after on the other half of the patients (held out' in r.stdout, r.stdout
+    measured = ev['calibration']['fitted']['measured_other_half']  # temperatures of one patient half on the other
+    held = first['ece_fitted_other_half']
+    assert set(measured) <= set(scored) and held[~held.index.isin(measured)].isna().all()  # no half-calibrated figure
+    assert held[measured].between(0, 1).all()
+    assert ('on the other half of the patients (held out' if measured else 'not measured on the other half') in r.stdout, r.stdout
     # the next evaluation gets the calibrated probabilities: ECE as fitted, AUROC and its interval to the last digit
     r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds')
     assert r.returncode == 0 and "the bundle's temperatures (fitted on " + str(csv) in r.stdout, r.stderr
