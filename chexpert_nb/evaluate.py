@@ -455,7 +455,7 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
              dataset:str|None=None, # instead of `csv`: a public dataset's own files in `root` ('nih', 'padchest', ...)
              split:str|None=None, # with `dataset`: its official split ('test', 'valid', ...); None: every image
              calibrate:bool=False, # fit temperatures on these studies and record them in the bundle (unless `save=False`)
-             calibration:str='temperature', # what `calibrate` fits: 'temperature', or 'platt' (a temperature and a bias)
+             calibration:str='platt', # what `calibrate` fits: 'platt' (a temperature and a bias) or 'temperature' only
              min_per_class:int=MIN_PER_CLASS, # studies of each class an observation needs for its temperature
             ) -> tuple[pd.DataFrame, dict]:
     "Study-level evaluation of a bundle on a labelled CSV or dataset; writes evaluation.csv/.json, roc.png, reliability.png, thresholds."
@@ -618,7 +618,7 @@ def evaluate_cli(model:str=None, # the model bundle folder, e.g. models/<name>
                  no_save:store_true=False, # write nothing into the model folder: print the results only
                  calibrate:store_true=False, # fit per-observation temperatures on this CSV and record them in the bundle
                  min_per_class:int=MIN_PER_CLASS, # with --calibrate: studies of each class an observation needs for its temperature
-                 calibration:str='temperature', # with --calibrate: 'temperature', or 'platt' (also a bias: corrects another base rate)
+                 calibration:str='platt', # with --calibrate: 'platt' (a temperature and a bias: corrects another base rate) or 'temperature'
                  device:str=None): # 'cpu' or 'cuda' (default: cuda when available)
     "Evaluate a model bundle at study level; write evaluation.csv/.json, roc.png, reliability.png and thresholds into it."
     if model is None or (csv is None and dataset is None): raise CliError("--model and --csv are required (or --dataset "

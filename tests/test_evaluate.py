@@ -182,9 +182,11 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
         not json.loads((model/'config.json').read_text())['calibration']  # --no-save: not recorded
     r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', *few)
     assert r.returncode == 0 and f"recorded in {model/'config.json'}" in r.stdout, r.stderr
+    first_stdout = r.stdout
     first, ev = _table(model), json.loads((model/'evaluation.json').read_text())
     calibration = json.loads((model/'config.json').read_text())['calibration']
-    assert calibration['fitted_on']['csv'] == str(csv) and calibration['method'] == 'temperature'
+    assert calibration['fitted_on']['csv'] == str(csv) and calibration['method'] == 'platt'  # the default for a user's CSV
+    assert set(calibration['biases']) == set(calibration['temperatures'])
     scored = first.index[first.unscorable.isna()].tolist()
     enough = first.index[(first.n_positive >= 2) & (first.n_studies - first.n_positive >= 2)].tolist()
     assert sorted(calibration['temperatures']) == sorted(enough) and set(enough) <= set(scored)
@@ -210,10 +212,11 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
     assert 'temperature' not in again.columns  # a calibrated bundle is not refitted unless asked
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert preds[scored].max().max() <= 1 and np.isclose(json.loads((model/'evaluation.json').read_text())['calibration']['ece_mean'], after)
-    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', *few, '--calibration', 'platt')
-    assert r.returncode == 0 and 'temperatures and biases (Platt scaling) fitted' in r.stdout, r.stdout + r.stderr
-    platt = json.loads((model/'config.json').read_text())['calibration']
-    assert platt['method'] == 'platt' and set(platt['biases']) == set(platt['temperatures']) == set(scored)
+    assert 'temperatures and biases (Platt scaling) fitted' in first_stdout, first_stdout
+    r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--no-save-thresholds', '--calibrate', *few, '--calibration', 'temperature')
+    assert r.returncode == 0 and '  temperatures fitted on these studies' in r.stdout, r.stdout + r.stderr
+    temps_only = json.loads((model/'config.json').read_text())['calibration']
+    assert temps_only['method'] == 'temperature' and 'biases' not in temps_only and set(temps_only['temperatures']) == set(scored)
     assert (_table(model)[cols].fillna(-1) == first[cols].fillna(-1)).all().all()  # still monotone: AUROC unchanged
     for bad, msg in ((('--calibration', 'isotonic'), 'choose one of temperature, platt'), (('--min-per-class', 0), 'at least 1')):
         r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--calibrate', *bad)
