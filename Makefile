@@ -28,9 +28,12 @@ sync-check: $(STAMP)
 
 # One torch/OpenMP thread per process: nbdev-test runs notebooks in parallel, and on a small machine threads that
 # outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
+# The notebooks write their bundles to temporary folders and pytest keeps its last runs: here both go to one folder
+# made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk).
 test: sync-check
-	OMP_NUM_THREADS=1 $(BIN)/nbdev-test
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
+	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test && \
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
 
 $(SAMPLE)/train.csv: $(STAMP)
 	$(BIN)/chexpert-sample $(SAMPLE)
