@@ -507,8 +507,10 @@ def evaluate(model_dir:str|Path, # a model bundle folder (models/<name>)
     if calibrate and save and fitted['temperatures']:
         set_calibration(model_dir, fitted['temperatures'], {'csv': source, 'n_studies': fitted['n_studies']}, fitted['biases'] or None)
         fitted['recorded'] = str(model_dir/'config.json')
+    counts = {o: (int(table.loc[o, 'n_positive']), int(table.loc[o, 'n_studies'] - table.loc[o, 'n_positive'])) for o in written}
     summary['thresholds'] = {'written': written, 'config': str(model_dir/'config.json') if written else None,
-        'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written}}
+        'kept': {o: before.threshold_sources.get(o, {}) for o in before.thresholds if o not in written},
+        'few_studies': {o: {'positive': p, 'negative': n} for o, (p, n) in counts.items() if min(p, n) < MIN_PER_CLASS}}
     if save:  # each file through a temporary name and a rename: a reader never sees half a file
         _replace_atomically(model_dir/'evaluation.csv', lambda tmp: table.to_csv(tmp))
         _replace_atomically(model_dir/'evaluation.json', lambda tmp: Path(tmp).write_text(json.dumps(_json_safe(
@@ -538,6 +540,10 @@ def _thresholds_text(summary:dict) -> list:
         by_source.setdefault('no recorded source' if not s else f"{s.get('method')} on {s.get('csv') or 'no recorded CSV'}"
                              + (f" ({s['chosen_at']})" if s.get('chosen_at') else ''), []).append(o)
     for source, obs in by_source.items(): lines.append(f"  kept {len(obs)} from before: {source}: {', '.join(obs)}")
+    if few := th.get('few_studies'): lines.append(
+        f"  rough: {len(few)} threshold(s) written from fewer than {MIN_PER_CLASS} studies of a class, a few studies either "
+        "way would move them (check them on more labelled data): " +
+        ', '.join(f"{o} ({c['positive']} positive, {c['negative']} negative)" for o, c in few.items()))
     return lines
 
 def _heldout_text(summary:dict) -> list:
