@@ -17,14 +17,15 @@ from .labels import resolve_policy, n_outputs, to_probs
 if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'MIN_PER_CLASS',
-           'OOD_FILE', 'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
-           'LATERAL_VIEWS', 'BundleError', 'BundleConfig', 'normalize_stats', 'model_head', 'model_body', 'build_model',
-           'to_model_input', 'preprocess', 'reference_images', 'make_reference', 'reference_batch', 'check_reference',
-           'check_onnx_reference', 'self_check', 'write_config', 'save_bundle', 'read_config', 'load_bundle',
-           'set_thresholds', 'fit_temperature', 'fit_platt', 'calibrate', 'set_calibration', 'is_bundle', 'list_models',
-           'export_onnx', 'export_onnx_cli', 'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood',
-           'load_ood', 'plain_language_notes']
+__all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'KNOWN_ARCHS', 'REFERENCE_TOLERANCE', 'CHECKS',
+           'MIN_PER_CLASS', 'LOG_T_BOUND', 'OOD_FILE', 'OOD_FEATURE', 'OOD_METHODS', 'OOD_TRANSFORMS',
+           'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS', 'BundleError', 'BundleConfig', 'normalize_stats',
+           'model_head', 'model_body', 'build_model', 'to_model_input', 'preprocess', 'reference_images',
+           'make_reference', 'reference_batch', 'check_reference', 'check_onnx_reference', 'self_check', 'write_config',
+           'save_bundle', 'read_config', 'load_bundle', 'act_on_check', 'set_thresholds', 'fit_temperature',
+           'fit_platt', 'calibrate', 'set_calibration', 'is_bundle', 'list_models', 'export_onnx', 'export_onnx_cli',
+           'pooled_features', 'fit_ood', 'ood_scores', 'in_distribution', 'save_ood', 'load_ood',
+           'plain_language_notes']
 
 # %% ../nbs/02_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 3  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
@@ -234,6 +235,7 @@ def preprocess(img:Image.Image, # an 8-bit grayscale (mode `L`) image, e.g. from
 
 # %% ../nbs/02_bundle.ipynb #3577b642
 REFERENCE_TOLERANCE = 1e-4  # the largest |difference| of a reference probability accepted on the CPU
+CHECKS = ('refuse', 'warn', 'skip')  # what a failed self-check does: refuse the bundle, warn and load it, or not check
 
 def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
@@ -412,6 +414,7 @@ def load_bundle(model_dir:str|Path, # a bundle folder: model.safetensors + confi
                ) -> tuple[nn.Module, BundleConfig]:
     "`(model in eval mode, config)` from a bundle, checked, without unpickling anything."
     from safetensors.torch import load
+    if check not in CHECKS: raise ValueError(f"check={check!r}: choose one of {CHECKS}.")
     config = read_config(model_dir)
     path = Path(model_dir)/WEIGHTS_FILE
     try: data = path.read_bytes()
@@ -425,12 +428,18 @@ def load_bundle(model_dir:str|Path, # a bundle folder: model.safetensors + confi
     model.load_state_dict(state)
     model.eval()
     if check != 'skip' and config.reference:
-        result = check_reference(model, config, _sha256(data))
-        if not result['ok']:
-            message = f"{model_dir}: the self-check failed: {result['cause']}"
-            if check == 'refuse': raise BundleError(message + " (load_bundle(..., check='warn') loads it anyway).")
-            warnings.warn(message)
+        act_on_check(check_reference(model, config, _sha256(data)), check, f"{model_dir}: the self-check failed")
     return model.to(device), config
+
+def act_on_check(result:dict, # from `check_reference` or `check_onnx_reference`
+                 check:str, # one of `CHECKS`: 'refuse' (BundleError) or 'warn' ('skip' never gets here)
+                 what:str, # the message's start, naming the bundle and the check
+                ):
+    "What a failed self-check does, for both engines: refuse the bundle, or warn and go on."
+    if result['ok']: return
+    message = f"{what}: {result['cause']}"
+    if check == 'refuse': raise BundleError(message + " (check='warn' loads it anyway).")
+    warnings.warn(message, stacklevel=3)
 
 # %% ../nbs/02_bundle.ipynb #904ed804
 def set_thresholds(model_dir:str|Path, # the bundle to update
@@ -452,6 +461,8 @@ def set_thresholds(model_dir:str|Path, # the bundle to update
 # %% ../nbs/02_bundle.ipynb #75f9b18c
 MIN_PER_CLASS = 10  # labelled images (or studies) of each class (0 and 1) an observation needs for its temperature
 
+LOG_T_BOUND = 4  # temperatures are searched in [e^-4, e^4]: one at the bound found no optimum inside (no ranking to scale)
+
 def _logit(p): p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7); return np.log(p / (1 - p))
 
 def fit_temperature(y:np.ndarray, # 0/1 labels (both classes present)
@@ -463,7 +474,7 @@ def fit_temperature(y:np.ndarray, # 0/1 labels (both classes present)
     def nll(log_t):
         q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
-    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method='bounded').x))
+    return float(np.exp(minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method='bounded').x))
 
 def fit_platt(y:np.ndarray, # 0/1 labels (both classes present)
               p:np.ndarray, # probabilities
@@ -474,7 +485,7 @@ def fit_platt(y:np.ndarray, # 0/1 labels (both classes present)
     def nll(x):
         s = z / np.exp(x[0]) + x[1]
         return np.mean(np.logaddexp(0, s) - y * s)  # -log-likelihood of sigmoid(s), without overflow
-    x = minimize(nll, [0.0, 0.0], method='L-BFGS-B', bounds=[(-4, 4), (-10, 10)]).x
+    x = minimize(nll, [0.0, 0.0], method='L-BFGS-B', bounds=[(-LOG_T_BOUND, LOG_T_BOUND), (-10, 10)]).x
     return float(np.exp(x[0])), float(x[1])
 
 def calibrate(probs:np.ndarray, # (n, len(config.observations)) probabilities in observation order

@@ -16,7 +16,7 @@ from .data import (OBSERVATIONS, COMPETITION_TASKS, CheXpertCSVError, DATASETS, 
                               _PATH_RE, _line)
 from .labels import DEFAULT_POLICY, patient_split
 from .bundle import (BundleConfig, set_thresholds, set_calibration, fit_temperature, in_distribution,
-                                calibrate as calibrate_probs, MIN_PER_CLASS, _replace_atomically, fit_platt)
+                                calibrate as calibrate_probs, MIN_PER_CLASS, _replace_atomically, fit_platt, LOG_T_BOUND)
 from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
@@ -421,7 +421,7 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
         a, c = calibration_table(truth, after), calibration_table(truth, cross)
         measured = c.index.isin(split['calibrated_both_halves'])  # the others are not (fully) calibrated on the other half
         c.loc[~measured, ['ece', 'brier']] = np.nan
-        at_bound = sorted(o for o, t in temps.items() if abs(np.log(t)) > 3.99)  # `fit_temperature` searches log T in [-4, 4]
+        at_bound = sorted(o for o, t in temps.items() if abs(np.log(t)) > LOG_T_BOUND - 0.01)  # at the search's edge
         curves[f'temperatures fitted here ({len(before)} studies, in-sample)'] = after
         curves['fitted on the other half of the patients'] = cross
         columns = pd.DataFrame({'temperature': pd.Series(temps, dtype=float), **({'bias': pd.Series(biases, dtype=float)} if biases else {}),

@@ -17,10 +17,10 @@ from .bundle import _umask, BundleConfig, calibrate, load_ood, ood_scores, in_di
 from .data import OBSERVATIONS
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'CHECKS', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'image_batch',
-           'TorchEngine', 'OnnxEngine', 'make_engine', 'StudyResult', 'dicom_tags', 'aggregate_studies', 'Predictor',
-           'overlay', 'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli',
-           'threshold_source', 'thresholds_text']
+__all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'ENGINES', 'ImageLoadError', 'to_gray', 'load_image', 'image_batch', 'TorchEngine',
+           'OnnxEngine', 'make_engine', 'StudyResult', 'dicom_tags', 'aggregate_studies', 'Predictor', 'overlay',
+           'find_images', 'skipped_text', 'predict_files', 'predict_to_csv', 'predict_cli', 'threshold_source',
+           'thresholds_text']
 
 # %% ../nbs/06_infer.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -193,10 +193,8 @@ def _load_image(src, name:str, max_pixels:int) -> Image.Image:
 
 # %% ../nbs/06_infer.ipynb #b39c3108
 import importlib.util
-from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config, check_onnx_reference, _sha256
-
-CHECKS = ('refuse', 'warn', 'skip')  # what a failed self-check does: refuse the bundle, warn and load it, or not check
-
+from .bundle import (BundleError, ONNX_FILE, WEIGHTS_FILE, CHECKS, read_config, check_onnx_reference,
+                                act_on_check, _sha256)
 
 # %% ../nbs/06_infer.ipynb #439bcd9c
 def image_batch(images:list, # 8-bit grayscale (mode `L`) PIL images, e.g. from `load_image`
@@ -364,6 +362,7 @@ class OnnxEngine:
     def __init__(self, model_dir:str|Path, # a bundle folder with model.onnx (`chexpert-export-onnx` adds it)
                  threads:int|None=None, # intra-op threads; None: OMP_NUM_THREADS if set, else every core
                  check:str='refuse'): # the graph's self-check failing: 'refuse' (BundleError), 'warn' or 'skip'
+        if check not in CHECKS: raise ValueError(f"check={check!r}: choose one of {CHECKS}.")
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
         missing = _onnx_missing(self.model_dir, self.config)
@@ -384,12 +383,8 @@ class OnnxEngine:
             raise BundleError(f"{path} takes images of shape {shape[1:]}, but config.json says size {self.config.size}: "
                               f"the graph belongs to another model; run chexpert-export-onnx {self.model_dir}.")
         self._sha256, self._head = _sha256(data), None  # the head's weights are read on the first heatmap
-        if check not in CHECKS: raise ValueError(f"check={check!r}: choose one of {CHECKS}.")
-        result = self.check_reference() if check != 'skip' and self.config.reference else {'ok': True}
-        if not result['ok']:
-            message = f"{self.model_dir}: the ONNX graph's self-check failed: {result['cause']}"
-            if check == 'refuse': raise BundleError(message + " (check='warn' loads it anyway).")
-            warnings.warn(message, stacklevel=2)
+        if check != 'skip' and self.config.reference:
+            act_on_check(self.check_reference(), check, f"{self.model_dir}: the ONNX graph's self-check failed")
 
     def check_reference(self) -> dict:
         "The bundle's reference inputs through this graph: `{'ok', 'max_difference', 'tolerance', 'cause'}` (`check_onnx_reference`)."
@@ -724,7 +719,7 @@ def _self_checks(model:str, threads:int|None=None) -> dict:
     except BundleError as e: out = {f'torch ({WEIGHTS_FILE})': {'ok': False, 'max_difference': None, 'cause': str(e)}}
     name = f"onnx ({(config.onnx or {}).get('file', ONNX_FILE)})"
     missing = _onnx_missing(Path(model), config)
-    recorded = bool(config.onnx) and missing and 'although the config records it' in missing[1]  # a graph that should be there
+    recorded = bool(config.onnx) and missing and missing[0] is BundleError  # the config records a graph the folder lacks
     if missing: out[name] = {'ok': False if recorded else None, 'max_difference': None,
                              'cause': missing[1] if recorded else f"not checked: {missing[1]}"}
     elif config.reference:
