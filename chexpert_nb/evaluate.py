@@ -227,7 +227,8 @@ def crossfit_temperatures(truth:pd.DataFrame, probs:pd.DataFrame, # studies x ob
                          ) -> tuple[pd.DataFrame, dict]:
     "`(probs calibrated out of fold, split)`: temperatures fitted on one half of the patients applied to the other, both ways."
     studies = pd.DataFrame({'study': truth.index, 'patient': patients.reindex(truth.index).to_numpy()})
-    if studies['patient'].nunique() < 2: return probs * np.nan, {'seed': seed, 'n_studies': [len(studies), 0]}
+    if studies['patient'].nunique() < 2:
+        return probs * np.nan, {'seed': seed, 'n_studies': [len(studies), 0], 'calibrated_both_halves': []}
     halves = [truth.index.isin(h['study']) for h in patient_split(studies, valid_pct=0.5, seed=seed)]
     out, fitted = probs.astype(np.float64).copy(), []
     for fit_on, apply_to in ((0, 1), (1, 0)):
@@ -417,7 +418,6 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
         temps, biases, n = fit_temperatures(truth, before, min_per_class, method)
         after = with_temperatures(before, temps, biases)
         cross, split = crossfit_temperatures(truth, before, _study_patients(labels, before.index), seed, min_per_class, method)
-        counts = {o: {'positive': int((truth[o] == 1).sum()), 'negative': int((truth[o] == 0).sum())} for o in obs}
         a, c = calibration_table(truth, after), calibration_table(truth, cross)
         measured = c.index.isin(split['calibrated_both_halves'])  # the others are not (fully) calibrated on the other half
         c.loc[~measured, ['ece', 'brier']] = np.nan
@@ -434,7 +434,8 @@ def _calibration(raw:pd.DataFrame, # per image: `study` + the observations' prob
                              'ece_mean_before_other_half': _task_mean(b['ece'].where(measured)),
                              'measured_other_half': split['calibrated_both_halves'], 'at_bound': at_bound,
                              'split': split, 'recorded': False, 'min_per_class': min_per_class,
-                             'not_fitted': {o: c for o, c in counts.items() if o not in temps},
+                             'not_fitted': {o: {'positive': int((truth[o] == 1).sum()), 'negative': int((truth[o] == 0).sum())}
+                                            for o in obs if o not in temps},
                              'note': 'in-sample: fitted and measured on the same studies; other half: fitted on one half of '
                                      'the patients, measured on the other, both ways'}
     return summary, curves, columns
@@ -581,7 +582,7 @@ def _calibration_text(summary:dict) -> list:
                         f"{f['min_per_class']} studies of each class here" if not f['temperatures'] else
                         "not recorded (--calibrate records them)"))
     if f and f.get('at_bound'): lines.append(
-        f"  temperature at the search bound (e^-4 or e^4) for {', '.join(f['at_bound'])}: the model ranks these no better "
+        f"  temperature at the search bound (e^-{LOG_T_BOUND} or e^{LOG_T_BOUND}) for {', '.join(f['at_bound'])}: the model ranks these no better "
         "than chance here (or the fit found no optimum); their probabilities are flattened to about 0.5 or pushed to 0 and 1")
     return lines
 
