@@ -105,7 +105,7 @@ def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([str(ROOT/'.venv'/'bin'/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([str(Path(sys.executable).parent/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)  # as the other CLI tests
 
 
 def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, tmp_path):
