@@ -193,8 +193,8 @@ def _load_image(src, name:str, max_pixels:int) -> Image.Image:
 
 # %% ../nbs/06_infer.ipynb #b39c3108
 import importlib.util
-from .bundle import (BundleError, ONNX_FILE, WEIGHTS_FILE, CHECKS, read_config, check_onnx_reference,
-                                act_on_check, _sha256)
+import hashlib
+from .bundle import (BundleError, ONNX_FILE, WEIGHTS_FILE, CHECKS, read_config, check_onnx_reference, act_on_check)
 
 # %% ../nbs/06_infer.ipynb #439bcd9c
 def image_batch(images:list, # 8-bit grayscale (mode `L`) PIL images, e.g. from `load_image`
@@ -371,10 +371,11 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads or _default_threads(), 1
         path = self.model_dir/self.config.onnx.get('file', ONNX_FILE)
-        try: data = path.read_bytes()  # hashed and run: the same bytes
+        try:
+            with open(path, 'rb') as f: self._sha256 = hashlib.file_digest(f, 'sha256').hexdigest()  # streamed: no copy in memory
         except OSError as e: raise BundleError(f"{path} cannot be read ({e.strerror or type(e).__name__}): restore it "
                                                f"or run chexpert-export-onnx {self.model_dir}.") from None
-        try: self.session = ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
+        try: self.session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
         except Exception as e:
             raise BundleError(f"{path} is not a graph ONNX Runtime can load ({type(e).__name__}): it is damaged; "
                               f"run chexpert-export-onnx {self.model_dir}.") from None
@@ -382,7 +383,7 @@ class OnnxEngine:
         if list(shape[1:]) != [1, self.config.size, self.config.size]:
             raise BundleError(f"{path} takes images of shape {shape[1:]}, but config.json says size {self.config.size}: "
                               f"the graph belongs to another model; run chexpert-export-onnx {self.model_dir}.")
-        self._sha256, self._head = _sha256(data), None  # the head's weights are read on the first heatmap
+        self._head = None  # the head's weights are read on the first heatmap
         if check != 'skip' and self.config.reference:
             act_on_check(self.check_reference(), check, f"{self.model_dir}: the ONNX graph's self-check failed")
 
