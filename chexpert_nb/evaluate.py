@@ -21,8 +21,8 @@ from .infer import Predictor, predict_files, aggregate_studies, _progress
 
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'bootstrap_auroc', 'choose_threshold',
-           'heldout_thresholds', 'expected_calibration_error', 'calibration_table', 'evaluate_predictions',
-           'ood_summary', 'detect_layout', 'evaluate', 'evaluate_cli']
+           'heldout_thresholds', 'calibration_table', 'evaluate_predictions', 'ood_summary', 'detect_layout',
+           'evaluate', 'evaluate_cli']
 
 # %% ../nbs/16_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -156,21 +156,6 @@ def heldout_thresholds(truth:pd.DataFrame, probs:pd.DataFrame, # studies x obser
     sizes = [int(h.sum()) for h in halves]
     return pd.DataFrame.from_dict(rows, orient='index'), {
         'seed': seed, 'n_studies': sizes, 'n_patients': [int(studies['patient'][h].nunique()) for h in halves]}
-
-# %% ../nbs/16_evaluate.ipynb #d634096e
-def _bins(y:np.ndarray, p:np.ndarray, n_bins:int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Per equal-width bin of `p` ([0, 1/n_bins), ..., [1 - 1/n_bins, 1]): the count, the sum of `p` and the sum of `y`."
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
-    b = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    return np.bincount(b, minlength=n_bins), np.bincount(b, p, n_bins), np.bincount(b, y, n_bins)
-
-def expected_calibration_error(y:np.ndarray, # 0/1 truth
-                               p:np.ndarray, # probabilities
-                               n_bins:int=10, # equal-width bins of [0, 1]
-                              ) -> float:
-    "ECE: the sum over equal-width bins of (share of studies in the bin) x |share of positives - mean probability|."
-    n, sum_p, sum_y = _bins(y, p, n_bins)
-    return float(np.abs(sum_y - sum_p).sum() / n.sum()) if n.sum() else np.nan  # n_b/N * |sum_y/n_b - sum_p/n_b|
 
 # %% ../nbs/16_evaluate.ipynb #565e2cca
 def calibration_table(truth:pd.DataFrame, probs:pd.DataFrame, # studies x observations, as for `bootstrap_auroc`
