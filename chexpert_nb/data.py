@@ -122,7 +122,7 @@ def check_files(csv_path, df:pd.DataFrame, root:Path, missing:str, # 'error', 'd
     if missing == 'keep': warnings.warn(msg + '; kept them (missing=keep).'); return df
     raise ValueError(f"missing must be 'error', 'drop' or 'keep', not {missing!r}")
 
-# %% ../nbs/01_data.ipynb #1768b1cb
+# %% ../nbs/01_data.ipynb #8f00e3bf
 def flat_patients(csv_path:Path, df:pd.DataFrame, # the CSV and its rows
                   patient:str, # the column holding each image's patient, in the CSV or in `meta.csv` beside it
                  ) -> pd.Series:
@@ -157,6 +157,7 @@ def read_chexpert_csv(csv_path:str|Path, # a CheXpert `train.csv`/`valid.csv`, o
     df[OBSERVATIONS] = df[OBSERVATIONS].astype('float32')
     if df['Path'].isna().any():
         raise CheXpertCSVError(f"{csv_path}, line {csv_line(int(np.flatnonzero(df['Path'].isna())[0]))}: empty Path.")
+    df.attrs['labelled'] = [o for o in OBSERVATIONS if df[o].notna().any()]  # blank in every row: not labelled here
     ids = _parse_paths(csv_path, df['Path'], layout)
     if patient is not None:
         if layout != 'flat': raise ValueError(f"patient={patient!r} is for layout='flat': CheXpert paths name their patient.")
