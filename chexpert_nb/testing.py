@@ -17,7 +17,8 @@ from .model import build_model, normalize_stats
 from .bundle import BundleConfig, save_bundle
 
 # %% auto #0
-__all__ = ['NOT_RADIOGRAPH_DICOMS', 'TinyNet', 'tiny_bundle', 'simulate_scores', 'free_port', 'listening', 'not_radiographs']
+__all__ = ['NOT_RADIOGRAPH_DICOMS', 'TinyNet', 'tiny_bundle', 'random_batchnorm', 'simulate_scores', 'free_port', 'listening',
+           'not_radiographs']
 
 # %% ../nbs/07_testing.ipynb #512ffb7b
 class TinyNet(torch.nn.Sequential):
@@ -48,6 +49,17 @@ def tiny_bundle(model_dir:str|Path, # the folder to write (created)
                        normalize=normalize_stats(n_in), pretrained=False, thresholds=dict(thresholds or {}), **config)
     torch.manual_seed(seed)
     return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size).eval(), cfg, model_dir)
+
+# %% ../nbs/07_testing.ipynb #c7f81f8b
+def random_batchnorm(model:torch.nn.Module, seed:int=0) -> torch.nn.Module:
+    "`model` (changed in place) with every BatchNorm's running statistics and affine parameters drawn from a seeded range."
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                for t, lo, hi in ((m.running_mean, -.2, .2), (m.running_var, .5, 2), (m.weight, .5, 1.5), (m.bias, -.2, .2)):
+                    t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    return model
 
 # %% ../nbs/07_testing.ipynb #2c3ed208
 def simulate_scores(n:int=200, # studies

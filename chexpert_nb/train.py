@@ -25,7 +25,7 @@ from .images import load_image
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split, PRESETS, POLICIES
 from .model import ARCHS, check_arch, build_model, model_splitter, normalize_stats, PretrainedWeightsError
 from .fastdata import radiograph_block, retain_freed_memory
-from .bundle import BundleConfig, BundleError, save_bundle, read_config, mark_complete
+from .bundle import BundleConfig, BundleError, save_bundle, read_config, mark_complete, is_bundle
 from .calibration import fit_calibration, set_calibration, MIN_PER_CLASS
 from .ood import pooled_features, fit_ood, save_ood
 from .onnx import export_onnx
@@ -76,7 +76,7 @@ class TrainConfig:
     ood: bool = True  # after training, fit out-of-distribution statistics of the pooled features (ood.safetensors)
     ood_images: int = 2000  # at most this many training images (a seeded sample) and as many validation images for `ood`
 
-# %% ../nbs/12_train.ipynb #a2569b49
+# %% ../nbs/12_train.ipynb #9dec929f
 def parse_policy(text:str|None) -> str|dict|None:
     "A `--policy` value: a policy name, 'Obs=policy,Obs=policy', or a JSON object."
     if not text: return None
@@ -538,7 +538,7 @@ def train_cli(argv:list|None=None):
 
 if __name__ == '__main__' and '__file__' in globals(): train_cli()  # `python -m chexpert_nb.train`, as `accelerate launch -m` runs it
 
-# %% ../nbs/12_train.ipynb #08649871
+# %% ../nbs/12_train.ipynb #63f40834
 CACHE_ENV = 'CHEXPERT_CACHE'  # where `cached_bundle` keeps its models (default ~/.cache/chexpert_nb)
 
 def _cache_key(cfg:TrainConfig, patients:int) -> str:
@@ -553,16 +553,15 @@ def cached_bundle(copy_to:str|Path|None=None, # a folder to copy the bundle to (
                  ) -> Path:
     "A small model trained from scratch on a synthetic sample, trained once per version of the code and cached on disk."
     cfg = replace(TrainConfig(pretrained=False, size=64, epochs=1, bs=16, lr=3e-3, valid_pct=0.4, augment=False,
-                              checkpoint_every=10**6, num_workers=0), **overrides)
+                              checkpoint_every=10**6, num_workers=0, policy={'Atelectasis': 'U-MultiClass'}), **overrides)
     cache = Path(os.environ.get(CACHE_ENV) or Path.home()/'.cache'/'chexpert_nb')
     folder = cache/_cache_key(cfg, patients)
     cache.mkdir(parents=True, exist_ok=True)
     with open(f"{folder}.lock", 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains; the others wait for its model
-        if not (folder/'model'/'config.json').exists():
-            work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.", dir=cache))
-            data = make_sample(work/SAMPLE_DIRNAME, patients=patients, seed=0)
-            train(replace(cfg, data=str(data), out=str(work/'model')), quiet=True)
-            shutil.rmtree(folder, ignore_errors=True); os.replace(work, folder)
+        if not is_bundle(folder/'model'):  # none yet, or one whose training was interrupted: (re)train it here
+            shutil.rmtree(folder, ignore_errors=True)
+            data = make_sample(folder/SAMPLE_DIRNAME, patients=patients, seed=0)
+            train(replace(cfg, data=str(data), out=str(folder/'model')), quiet=True)
     if copy_to is None: return folder/'model'
     shutil.copytree(folder/'model', copy_to); return Path(copy_to)
