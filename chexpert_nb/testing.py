@@ -50,7 +50,7 @@ def tiny_bundle(model_dir:str|Path, # the folder to write (created)
     torch.manual_seed(seed)
     return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size).eval(), cfg, model_dir)
 
-# %% ../nbs/07_testing.ipynb #c7f81f8b
+# %% ../nbs/07_testing.ipynb #0871a884
 def random_batchnorm(model:torch.nn.Module, seed:int=0) -> torch.nn.Module:
     "`model` (changed in place) with every BatchNorm's running statistics and affine parameters drawn from a seeded range."
     g = torch.Generator().manual_seed(seed)
