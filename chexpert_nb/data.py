@@ -122,7 +122,7 @@ def check_files(csv_path, df:pd.DataFrame, root:Path, missing:str, # 'error', 'd
     if missing == 'keep': warnings.warn(msg + '; kept them (missing=keep).'); return df
     raise ValueError(f"missing must be 'error', 'drop' or 'keep', not {missing!r}")
 
-# %% ../nbs/01_data.ipynb #16f43d78
+# %% ../nbs/01_data.ipynb #529cd697
 def flat_patients(csv_path:Path, df:pd.DataFrame, # the CSV and its rows
                   patient:str, # the column holding each image's patient, in the CSV or in `meta.csv` beside it
                  ) -> pd.Series:

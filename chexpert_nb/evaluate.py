@@ -278,7 +278,7 @@ def check_eval(cfg:EvalConfig):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} {v!r}: it must be a whole number, at least 1.")
 
-# %% ../nbs/16_evaluate.ipynb #f779405d
+# %% ../nbs/16_evaluate.ipynb #27c6046e
 def read_labels(cfg:EvalConfig) -> tuple[pd.DataFrame, str, str, str]:
     "`(rows, layout used, source, label)`: the labelled rows to score, and how the summary and the plots name them."
     if cfg.dataset is not None:

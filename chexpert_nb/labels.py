@@ -142,7 +142,7 @@ def patient_split(df:pd.DataFrame, # frame with a `patient` column (from `read_c
     is_valid = df['patient'].isin(valid).to_numpy()
     return df[~is_valid].reset_index(drop=True), df[is_valid].reset_index(drop=True)
 
-# %% ../nbs/03_labels.ipynb #3f4e49c1
+# %% ../nbs/03_labels.ipynb #c06bae0d
 def patient_halves(patients:pd.Series, # each study's patient (index: the studies)
                    seed:int=0, # the same seed gives the same halves
                   ) -> tuple[np.ndarray, np.ndarray]|None:

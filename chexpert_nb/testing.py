@@ -18,7 +18,7 @@ from .bundle import BundleConfig, save_bundle
 
 # %% auto #0
 __all__ = ['NOT_RADIOGRAPH_DICOMS', 'TinyNet', 'tiny_bundle', 'random_batchnorm', 'simulate_scores', 'free_port', 'listening',
-           'not_radiographs']
+           'not_radiographs', 'run_cli']
 
 # %% ../nbs/07_testing.ipynb #512ffb7b
 class TinyNet(torch.nn.Sequential):
@@ -50,7 +50,7 @@ def tiny_bundle(model_dir:str|Path, # the folder to write (created)
     torch.manual_seed(seed)
     return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size).eval(), cfg, model_dir)
 
-# %% ../nbs/07_testing.ipynb #0871a884
+# %% ../nbs/07_testing.ipynb #9fc24371
 def random_batchnorm(model:torch.nn.Module, seed:int=0) -> torch.nn.Module:
     "`model` (changed in place) with every BatchNorm's running statistics and affine parameters drawn from a seeded range."
     g = torch.Generator().manual_seed(seed)
@@ -120,3 +120,17 @@ def not_radiographs(seed:int=0, crops:int=6, pages:int=12, noise:int=6) -> dict:
     smooth = [Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).resize((200, 200), Image.BICUBIC) for _ in range(noise)]
     return {'photographs': out, 'CT/MR/NM/US DICOM': [load_image(get_testdata_file(f)) for f in NOT_RADIOGRAPH_DICOMS],
             'documents': docs, 'noise': rough + smooth}
+
+# %% ../nbs/07_testing.ipynb #060a35d8
+def run_cli(main, # a command's function, e.g. `chexpert_nb.predict.predict_cli`
+            *args, # its arguments (converted to str)
+           ) -> tuple[int, str, str]:
+    "`(exit status, stdout, stderr)` of `main([*args])` run in this process, as a subprocess would give them."
+    import contextlib
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            if not isinstance(e.code, (int, type(None))): print(e.code, file=err)
+    return code, out.getvalue(), err.getvalue()

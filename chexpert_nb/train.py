@@ -76,7 +76,7 @@ class TrainConfig:
     ood: bool = True  # after training, fit out-of-distribution statistics of the pooled features (ood.safetensors)
     ood_images: int = 2000  # at most this many training images (a seeded sample) and as many validation images for `ood`
 
-# %% ../nbs/12_train.ipynb #7956b24a
+# %% ../nbs/12_train.ipynb #bd206f23
 def parse_policy(text:str|None) -> str|dict|None:
     "A `--policy` value: a policy name, 'Obs=policy,Obs=policy', or a JSON object."
     if not text: return None
@@ -538,7 +538,7 @@ def train_cli(argv:list|None=None):
 
 if __name__ == '__main__' and '__file__' in globals(): train_cli()  # `python -m chexpert_nb.train`, as `accelerate launch -m` runs it
 
-# %% ../nbs/12_train.ipynb #0e616fb9
+# %% ../nbs/12_train.ipynb #fb795572
 CACHE_ENV = 'CHEXPERT_CACHE'  # where `cached_bundle` keeps its models (default ~/.cache/chexpert_nb)
 
 def _cache_key(cfg:TrainConfig, patients:int) -> str:

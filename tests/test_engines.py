@@ -12,7 +12,7 @@ pytest.importorskip('onnxruntime')
 @pytest.fixture(scope='session')
 def onnx_bundle(tmp_path_factory):
     "A 320 px DenseNet-121 bundle with random weights and its model.onnx, exported once per session."
-    from chexpert_nb.bundle import export_onnx
+    from chexpert_nb.onnx import export_onnx
     from chexpert_nb.testing import tiny_bundle
     d = tiny_bundle(tmp_path_factory.mktemp('models')/'densenet121-320', size=320)
     export_onnx(d)
@@ -21,13 +21,14 @@ def onnx_bundle(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def engines(onnx_bundle):
-    from chexpert_nb.infer import TorchEngine, OnnxEngine
+    from chexpert_nb.engines import TorchEngine, OnnxEngine
     return TorchEngine(onnx_bundle, threads=1), OnnxEngine(onnx_bundle, threads=1)
 
 
 def _compare(engines, files, heatmaps=2):
     "Max |ONNX - torch| of the probabilities of `files` (and of the heatmaps of the first `heatmaps` files)."
-    from chexpert_nb.infer import load_image, image_batch
+    from chexpert_nb.images import load_image, image_batch
+    from chexpert_nb.heatmaps import torch_cam, onnx_cam
     torch_engine, onnx_engine = engines
     batch = image_batch([load_image(f) for f in files], onnx_engine.config.size)
     pt, po = torch_engine.probs(batch), onnx_engine.probs(batch)
@@ -35,7 +36,7 @@ def _compare(engines, files, heatmaps=2):
     heat = 0.
     for i in range(heatmaps):
         for obs in ('Cardiomegaly', 'Pleural Effusion', 'Edema'):
-            ht, ho = torch_engine.heatmap(batch[i:i + 1], obs), onnx_engine.heatmap(batch[i:i + 1], obs)
+            ht, ho = torch_cam(torch_engine, batch[i:i + 1], obs), onnx_cam(onnx_engine, batch[i:i + 1], obs)
             assert ho.shape == ht.shape == (10, 10)
             heat = max(heat, float(np.abs(ho - ht).max()))
     return float(np.abs(po - pt).max()), heat
@@ -70,15 +71,16 @@ NO_TORCH = textwrap.dedent('''
     u8 = np.asarray(Image.open(image).convert('L').resize((config.size, config.size), Image.BILINEAR))[None, None]
     session = ort.InferenceSession(f"{bundle_dir}/{config.onnx['file']}", providers=['CPUExecutionProvider'])
     result = {'bundle_and_onnxruntime': session.run(['probs'], {'image': u8})[0].tolist()}
-    try:
-        from chexpert_nb.infer import OnnxEngine, image_batch
-    except ImportError as e:
-        result['infer_import_error'] = str(e)
-    else:
-        engine = OnnxEngine(bundle_dir, threads=1)
-        batch = image_batch([Image.open(image).convert('L')], config.size)
-        result['engine'] = engine.probs(batch).tolist()
-        result['heatmap_shape'] = list(engine.heatmap(batch, 'Edema').shape)
+    from chexpert_nb.images import load_image, image_batch
+    from chexpert_nb.engines import OnnxEngine
+    from chexpert_nb.predict import Predictor
+    from chexpert_nb.heatmaps import gradcam, onnx_cam
+    engine = OnnxEngine(bundle_dir, threads=1)
+    batch = image_batch([load_image(image)], config.size)
+    result['engine'] = engine.probs(batch).tolist()
+    result['heatmap_shape'] = list(onnx_cam(engine, batch, 'Edema').shape)
+    result['predictor'] = Predictor.from_bundle(bundle_dir).predict(image).tolist()
+    result['gradcam_shape'] = list(gradcam(Predictor.from_bundle(bundle_dir), image, 'Edema').shape)
     result['torch_imported'] = sys.modules.get('torch') is not None
     json.dump(result, open(out, 'w'))
 ''')
@@ -87,7 +89,7 @@ NO_TORCH = textwrap.dedent('''
 def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
     "A fresh process where torch cannot be imported reads the bundle and gets the probabilities with ONNX Runtime."
     from PIL import Image
-    from chexpert_nb.infer import image_batch
+    from chexpert_nb.images import image_batch, load_image
     image = sorted(sample_dir.rglob('*.jpg'))[0]
     out = tmp_path/'result.json'
     run = subprocess.run([sys.executable, '-c', NO_TORCH, str(onnx_bundle), str(image), str(out)],
@@ -95,17 +97,21 @@ def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert not result['torch_imported']
-    expected = engines[0].probs(image_batch([Image.open(image).convert('L')], engines[0].config.size))
+    expected = engines[0].probs(image_batch([load_image(image)], engines[0].config.size))
     np.testing.assert_allclose(result['bundle_and_onnxruntime'], expected, atol=1e-5)
-    if 'infer_import_error' in result:
-        pytest.skip(f"chexpert_nb.infer still imports torch at module level ({result['infer_import_error']}): "
-                    "the bundle module and ONNX Runtime alone gave torch's probabilities without torch")
     np.testing.assert_allclose(result['engine'], expected, atol=1e-5)
-    assert result['heatmap_shape'] == [10, 10]
+    np.testing.assert_allclose(result['predictor'], expected, atol=1e-5)
+    assert result['heatmap_shape'] == [10, 10] and result['gradcam_shape'] == list(load_image(image).size[::-1])
 
+
+class _Run:
+    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 def _cli(*args):
-    return subprocess.run([str(Path(sys.executable).parent/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)  # as the other CLI tests
+    "`chexpert-predict *args` in this process (`testing.run_cli`); the first check below runs in a fresh one."
+    from chexpert_nb.predict import predict_cli
+    from chexpert_nb.testing import run_cli
+    return _Run(*run_cli(predict_cli, *args))
 
 
 def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, tmp_path):
@@ -116,7 +122,8 @@ def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, 
     from dataclasses import replace
     import torch
     from chexpert_nb.bundle import load_bundle, save_bundle, read_config, write_config, set_thresholds
-    r = _cli('x', '--model', onnx_bundle, '--self-check')
+    r = subprocess.run([str(Path(sys.executable).parent/'chexpert-predict'), 'x', '--model', str(onnx_bundle), '--self-check'],
+                       capture_output=True, text=True)  # in a fresh process
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and all('reference outputs match' in l for l in lines), r.stdout
@@ -143,10 +150,10 @@ def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, 
     assert r.returncode == 1 and 'self-check failed' in r.stderr and 'Traceback' not in r.stderr, r.stderr
     r = _cli(image, '--model', stale, '--out', tmp_path/'p.csv', '--engine', 'onnx', '--check', 'warn')
     assert r.returncode == 0 and 'engine: onnx' in r.stderr and 'self-check failed' in r.stderr, r.stderr
-    assert 'warning: ' in r.stderr and 'infer.py' not in r.stderr  # a sentence, not Python's file:line
+    assert 'warning: ' in r.stderr and '.py:' not in r.stderr  # a sentence, not Python's file:line
 
     gone = tmp_path/'gone'; shutil.copytree(onnx_bundle, gone); (gone/'model.onnx').unlink()
     r = _cli('x', '--model', gone, '--self-check')  # a graph the config records but the folder lacks: not a pass
     assert r.returncode == 1 and 'is missing although the config records it' in r.stdout, r.stdout
     r = _cli('x', '--model', onnx_bundle, '--self-check', '--check', 'bogus')
-    assert r.returncode == 1 and "--check 'bogus'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert r.returncode != 0 and "invalid choice: 'bogus'" in r.stderr and 'Traceback' not in r.stderr, r.stderr

@@ -2,9 +2,9 @@
 import json, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from chexpert_nb.data import OBSERVATIONS, COMPETITION_TASKS
-
-BIN = Path(sys.executable).parent
+from chexpert_nb.observations import OBSERVATIONS, COMPETITION_TASKS
+from chexpert_nb.report import evaluate_cli
+from chexpert_nb.testing import run_cli
 
 
 @pytest.fixture(scope='module')
@@ -13,8 +13,12 @@ def bundle(trained_models):
     return trained_models/'tiny-densenet121'
 
 
+class _Run:
+    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
 def _evaluate(*args):
-    return subprocess.run([str(BIN/'chexpert-evaluate'), *map(str, args)], capture_output=True, text=True)
+    "`chexpert-evaluate *args` in this process (`testing.run_cli`)."
+    return _Run(*run_cli(evaluate_cli, *args))
 
 
 def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample_dir, tmp_path):
@@ -54,7 +58,7 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
     assert f"kept {len(set(before['thresholds']) - set(scored))} from before: fixed (test) on no recorded CSV" in r.stdout \
         or not set(before['thresholds']) - set(scored)
     assert (model/'roc.png').stat().st_size > 10_000 and (model/'reliability.png').stat().st_size > 10_000
-    assert ev['calibration']['bundle'] == (before['calibration'] or None)  # as 05_train left it
+    assert ev['calibration']['bundle'] == (before['calibration'] or None)  # as 12_train left it
     if before['calibration']: assert ev['calibration']['fitted'] is None and "the bundle's temperatures" in r.stdout
     else:
         fitted = ev['calibration']['fitted']
@@ -62,7 +66,7 @@ def test_evaluate_on_the_sample_writes_table_plots_and_thresholds(bundle, sample
                                                  'nothing recorded: no observation has 10 studies of each class here') in r.stdout)
     preds = pd.read_csv(model/'evaluation_predictions.csv')
     assert len(preds) == len(valid) and set(OBSERVATIONS) <= set(preds.columns)
-    from chexpert_nb.infer import Predictor
+    from chexpert_nb.predict import Predictor
     assert Predictor.from_bundle(model, device='cpu').thresholds == config['thresholds']
 
 
@@ -78,7 +82,7 @@ def test_evaluate_on_real_radiographs_lists_unlabelled_observations(bundle, nih_
     assert set(ev['unscorable']) == {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Lung Lesion', 'Pleural Other',
                                      'Fracture', 'Support Devices'}
     assert ev['competition_mean']['tasks'] == COMPETITION_TASKS and ev['competition_mean']['unscorable'] == []
-    assert 'unscorable: Enlarged Cardiomediastinum (no positive study)' in r.stdout
+    assert 'unscorable: Enlarged Cardiomediastinum (no study with a 0/1 label)' in r.stdout, r.stdout
     config = json.loads((model/'config.json').read_text())
     scored = set(OBSERVATIONS) - set(ev['unscorable'])
     assert set(config['thresholds']) == scored | set(before['thresholds'])
@@ -119,10 +123,10 @@ def test_a_csv_mixing_layouts_is_an_error_naming_the_line(bundle, sample_dir, tm
 
 def test_options_and_the_bundle_are_checked_before_any_image(bundle, sample_dir, tmp_path):
     model = tmp_path/'m'; shutil.copytree(bundle, model)
-    for args, says in [(('--threshold', 'best'), "threshold (--threshold) is 'best'"),
-                       (('--aggregate', 'median'), "aggregate (--aggregate) is 'median'"),
-                       (('--n-boot', 0), "n_boot (--n-boot) is 0"),
-                       (('--layout', 'nih', '--batch-size', 0), "layout (--layout) is 'nih'")]:
+    for args, says in [(('--threshold', 'best'), "invalid choice: 'best'"),
+                       (('--aggregate', 'median'), "invalid choice: 'median'"),
+                       (('--n-boot', 0), "--n-boot 0: it must be a whole number, at least 1"),
+                       (('--layout', 'nih', '--batch-size', 0), "invalid choice: 'nih'")]:
         r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', *args)
         assert r.returncode != 0 and says in r.stderr and 'predicted' not in r.stderr + r.stdout, r.stderr
     config = json.loads((model/'config.json').read_text()); config['n_outputs'] = 99
@@ -161,7 +165,7 @@ def _table(model): return pd.read_csv(model/'evaluation.csv', index_col=0)
 
 
 def _plain_copy(bundle, model):
-    "A copy of the bundle without temperatures or OOD statistics (05_train fits both unless told not to)."
+    "A copy of the bundle without temperatures or OOD statistics (12_train fits both unless told not to)."
     shutil.copytree(bundle, model)
     config = json.loads((model/'config.json').read_text()); config['calibration'], config['ood'] = {}, {}
     (model/'config.json').write_text(json.dumps(config)); (model/'ood.safetensors').unlink(missing_ok=True)
@@ -218,7 +222,7 @@ def test_calibrate_records_temperatures_changes_ece_and_keeps_auroc(bundle, samp
     temps_only = json.loads((model/'config.json').read_text())['calibration']
     assert temps_only['method'] == 'temperature' and 'biases' not in temps_only and set(temps_only['temperatures']) == set(scored)
     assert (_table(model)[cols].fillna(-1) == first[cols].fillna(-1)).all().all()  # still monotone: AUROC unchanged
-    for bad, msg in ((('--calibration', 'isotonic'), 'choose one of temperature, platt'), (('--min-per-class', 0), 'at least 1')):
+    for bad, msg in ((('--calibration', 'isotonic'), "invalid choice: 'isotonic'"), (('--min-per-class', 0), 'at least 1')):
         r = _evaluate('--model', model, '--csv', csv, '--n-boot', 50, '--calibrate', *bad)
         assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
@@ -258,7 +262,8 @@ def test_threshold_sensitivity_is_measured_on_the_other_half(bundle, sample_dir,
 def test_the_share_out_of_distribution_is_reported(bundle, sample_dir, tmp_path):
     "No statistics: said so; with statistics fitted on the training images: the flagged images, as their scores say."
     from PIL import Image
-    from chexpert_nb.bundle import fit_ood, load_bundle, pooled_features, save_ood
+    from chexpert_nb.bundle import load_bundle
+    from chexpert_nb.ood import fit_ood, pooled_features, save_ood
     model = _plain_copy(bundle, tmp_path/'m')
     r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 10, '--no-save-thresholds')
     assert r.returncode == 0 and 'out of distribution: no OOD statistics in this bundle' in r.stdout, r.stderr

@@ -3,9 +3,11 @@ import io, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from chexpert_nb.data import OBSERVATIONS, read_chexpert_csv
-from chexpert_nb.infer import ImageLoadError, load_image, Predictor
-from chexpert_nb.testing import make_dicom
+from chexpert_nb.observations import OBSERVATIONS
+from chexpert_nb.data import read_chexpert_csv
+from chexpert_nb.images import ImageLoadError, load_image, make_dicom
+from chexpert_nb.predict import Predictor, predict_cli
+from chexpert_nb.testing import run_cli
 
 BIN = Path(sys.executable).parent
 
@@ -29,18 +31,20 @@ def test_every_real_png_original_and_jpeg_loads(nih_dir):
 
 
 def test_real_radiograph_in_every_container(nih_dir):
-    "One real original as 16-bit PNG, RGBA, palette PNG, DICOM (MONOCHROME1, windowed, RLE): the same picture."
+    "One real original as 16-bit PNG (16- and 12-bit values), RGBA, palette PNG, DICOM (MONOCHROME1, INVERSE, rescaled, RLE): the same pixels."
     a8 = np.asarray(Image.open(sorted((nih_dir/'originals').glob('*.png'))[0]).convert('L'))
-    stretched = (a8.astype(float) - a8.min()) * 255 / (a8.max() - a8.min())
-    a16 = a8.astype(np.uint16) * 257
-    assert np.abs(np.asarray(load_image(_bytes(Image.fromarray(a16), 'PNG')), float) - stretched).max() <= 1
+    a12 = np.rint(a8 * (4095 / 255)).astype(np.uint16)
+    for deep in (a8.astype(np.uint16) * 257, a12):
+        assert np.array_equal(np.asarray(load_image(_bytes(Image.fromarray(deep), 'PNG'))), a8)
     assert np.array_equal(np.asarray(load_image(_bytes(Image.fromarray(a8).convert('RGBA'), 'PNG'))), a8)
     pal = Image.fromarray(a8).convert('P')
     assert np.array_equal(np.asarray(load_image(_bytes(pal, 'PNG'))), np.asarray(pal.convert('L')))
-    a12 = a8.astype(np.uint16) * 16
-    for data in (make_dicom(a12), make_dicom(4080 - a12, 'MONOCHROME1'), make_dicom(a12, transfer_syntax='1.2.840.10008.1.2.5'),
-                 make_dicom(a12, rescale=(0.5, 100.0))):
-        assert np.abs(np.asarray(load_image(data), float) - stretched).max() <= 1
+    for data in (make_dicom(a12), make_dicom(4095 - a12, 'MONOCHROME1'), make_dicom(4095 - a12, PresentationLUTShape='INVERSE'),
+                 make_dicom(a12, transfer_syntax='1.2.840.10008.1.2.5'), make_dicom(a12, rescale=(0.5, 100.0))):
+        assert np.array_equal(np.asarray(load_image(data)), a8)
+    marked = a12.copy(); marked[0, 0] = 65535  # a burned-in marker in a 16-bit PNG of 12-bit values
+    back = np.asarray(load_image(_bytes(Image.fromarray(marked), 'PNG')))
+    assert back[0, 0] == 255 and np.array_equal(back.ravel()[1:], a8.ravel()[1:])
     win = np.asarray(load_image(make_dicom(a12, window=(2048, 1024))))  # [1536, 2560] -> [0, 255]
     assert (win[a12 <= 1536] == 0).all() and (win[a12 >= 2560] == 255).all()
 
@@ -60,52 +64,83 @@ def test_damaged_real_files_fail_with_their_name(nih_dir, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def mc_run(sample_dir, tmp_path_factory):
-    "A bundle trained briefly (64 px, 1 epoch, 3 input channels, Atelectasis U-MultiClass) and its learner."
-    from chexpert_nb.labels import DEFAULT_POLICY
-    from chexpert_nb.train import TrainConfig, train
-    cfg = TrainConfig(data=str(sample_dir), out=str(tmp_path_factory.mktemp('models')/'mc'), pretrained=False, size=64,
-                      n_in=3, epochs=1, bs=16, lr=2e-3, num_workers=0, checkpoint_every=10**6, augment=False,
-                      policy=DEFAULT_POLICY | {'Atelectasis': 'U-MultiClass'})
-    learn = train(cfg, quiet=True)
-    return cfg, learn
+def mc_bundle():
+    "`cached_bundle` with 3 input channels (64 px, Atelectasis U-MultiClass): trained once, cached on disk."
+    from chexpert_nb.train import cached_bundle
+    return cached_bundle(n_in=3)
 
 
-def test_predictor_equals_the_trained_learner(mc_run, sample_dir):
-    "The learner train() returns and the predictor over its bundle give the same probabilities on its validation images."
-    from chexpert_nb.train import load_frames
-    cfg, learn = mc_run
-    pred = Predictor.from_bundle(cfg.out, device='cpu')
+def _learner(model_dir, frame):
+    "A fastai learner over the bundle's weights, fed `frame` through the training DataLoaders' validation path."
+    from dataclasses import replace
+    from chexpert_nb.bundle import load_bundle
+    from chexpert_nb.train import chexpert_dls, chexpert_learner
+    model, c = load_bundle(model_dir)
+    dls = chexpert_dls(frame, frame, size=c.size, bs=8, policy=c.policy, n_in=c.n_in, augment=False, num_workers=0, device='cpu')
+    learn = chexpert_learner(dls, replace(c, pretrained=False))
+    learn.model.load_state_dict(model.state_dict())
+    return learn
+
+
+def test_predictor_equals_the_trained_learner(mc_bundle, sample_dir):
+    "The learner over a trained bundle and the predictor give the same probabilities on its validation images."
+    from chexpert_nb.bundle import read_config
+    pred = Predictor.from_bundle(mc_bundle, device='cpu', calibrated=False)
     assert pred.config.n_in == 3 and pred.config.n_outputs == 16
-    _, valid = load_frames(cfg, sample_dir)
+    root = Path(read_config(mc_bundle).data['root'])
+    valid = read_chexpert_csv(root/'valid.csv', root=root)
+    learn = _learner(mc_bundle, valid)
     with learn.no_bar(): ref = learn.get_preds(dl=learn.dls.valid)[0].numpy()
     ours = pred.predict([Path(f).read_bytes() for f in valid.file])
     assert ours.shape == ref.shape == (len(valid), 14)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
-def test_gradcam_on_a_real_radiograph(mc_run, nih_dir):
-    cfg, _ = mc_run
-    pred = Predictor.from_bundle(cfg.out, device='cpu')
+def test_training_and_serving_read_every_container_alike(mc_bundle, sample_dir, tmp_path):
+    "A 16-bit PNG of 12-bit values, an RGBA PNG and a DICOM: the learner's validation path and the predictor agree."
+    from chexpert_nb.bundle import read_config
+    root = Path(read_config(mc_bundle).data['root'])
+    valid = read_chexpert_csv(root/'valid.csv', root=root).head(3).copy()
+    a8 = [np.asarray(Image.open(f).convert('L')) for f in valid.file]
+    deep = np.rint(a8[0] * (4095 / 255)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path/'sixteen.png')
+    Image.fromarray(a8[1]).convert('RGBA').save(tmp_path/'rgba.png')
+    (tmp_path/'x.dcm').write_bytes(make_dicom(np.rint(a8[2] * (4095 / 255)).astype(np.uint16)))
+    valid['file'] = [str(tmp_path/n) for n in ('sixteen.png', 'rgba.png', 'x.dcm')]
+    learn = _learner(mc_bundle, valid)
+    with learn.no_bar(): ref = learn.get_preds(dl=learn.dls.valid)[0].numpy()
+    ours = Predictor.from_bundle(mc_bundle, device='cpu', calibrated=False).predict(list(valid.file))
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(ours, Predictor.from_bundle(mc_bundle, device='cpu', calibrated=False).predict(
+        [Image.fromarray(a) for a in a8]), atol=2e-3)  # the 8-bit originals: the same up to JPEG's rounding
+
+
+def test_gradcam_on_a_real_radiograph(mc_bundle, nih_dir):
+    from chexpert_nb.heatmaps import gradcam
+    pred = Predictor.from_bundle(mc_bundle, device='cpu')
     png = sorted((nih_dir/'originals').glob('*.png'))[0]
     for obs in ('Atelectasis', 'Edema'):  # U-MultiClass and binary
-        h = pred.gradcam(png, obs)
+        h = gradcam(pred, png, obs)
         assert h.shape == (1024, 1024) and np.isfinite(h).all() and 0 <= h.min() <= h.max() <= 1
 
 
-def _predict(*args):
-    return subprocess.run([str(BIN/'chexpert-predict'), *map(str, args)], capture_output=True, text=True)
+class _Run:
+    "What a command printed and its exit status (`testing.run_cli`: in this process, no fresh torch import per call)."
+    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+def _predict(*args): return _Run(*run_cli(predict_cli, *args))
 
 
-def test_chexpert_predict_end_to_end(mc_run, sample_dir, nih_dir, tmp_path):
+def test_chexpert_predict_end_to_end(mc_bundle, sample_dir, nih_dir, tmp_path):
     "Folders of real PNG originals and of a CheXpert-layout study tree plus a broken file: rows, study rows, exit 1."
-    cfg, _ = mc_run
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(out=mc_bundle)
     (tmp_path/'broken.png').write_bytes(sorted((nih_dir/'originals').glob('*.png'))[0].read_bytes()[:5000])
     out = tmp_path/'predictions.csv'
     r = _predict(nih_dir/'originals', sample_dir/'valid', tmp_path/'broken.png', '--model', cfg.out, '--out', out, '--batch-size', 5)
     assert r.returncode == 1, r.stderr
     df = pd.read_csv(out, keep_default_na=False)
-    assert list(df.columns) == ['path', 'level', *OBSERVATIONS, 'error', 'ood_score', 'in_distribution']
+    assert list(df.columns) == ['path', 'level', 'study', *OBSERVATIONS, 'error', 'ood_score', 'in_distribution', 'notes']
     images, studies = df[df.level == 'image'], df[df.level == 'study']
     valid = read_chexpert_csv(sample_dir/'valid.csv', root=sample_dir)
     assert len(images) == 12 + len(valid) + 1
@@ -149,25 +184,21 @@ def _unwritable(folder) -> bool:
 
 
 def test_chexpert_predict_checks_arguments_before_reading_images(tiny_model, tmp_path):
-    "Bad --batch-size, --max-views, --device and --out: a sentence (no traceback), no CSV, the image untouched."
-    from fastcore.script import CliError
-    from chexpert_nb.infer import predict_cli
+    "Bad --batch-size, --max-views, --device, --engine and --out: a sentence (no traceback), no CSV, the image untouched."
     img = tmp_path/'x.jpg'; Image.new('L', (64, 64), 128).save(img); before = img.read_bytes()
-    cases = {('batch_size', 0): '--batch-size 0: it is the number of images per forward pass, at least 1',
-             ('max_views', -1): '--max-views -1: it is at least 0', ('device', 'tpu0'): "--device 'tpu0' is not a device",
-             ('out', img): f'--out {img} is one of the inputs', ('out', tmp_path): f'--out {tmp_path} is a folder',
-             ('out', tmp_path/'no'/'p.csv'): 'its folder does not exist'}
+    cases = {('--batch-size', 0): '--batch-size 0: it is the number of images per forward pass, at least 1',
+             ('--max-views', -1): '--max-views -1: it is at least 0', ('--device', 'tpu0'): "--device 'tpu0' is not a device",
+             ('--out', img): f'--out {img} is one of the inputs', ('--out', tmp_path): f'--out {tmp_path} is a folder',
+             ('--out', tmp_path/'no'/'p.csv'): 'its folder does not exist', ('--engine', 'gpu'): "invalid choice: 'gpu'",
+             ('--check', 'ignore'): "invalid choice: 'ignore'"}
     import torch
-    if not torch.cuda.is_available(): cases[('device', 'cuda')] = '--device cuda: no CUDA GPU is available here'
-    if Path('/sys').is_dir() and _unwritable('/sys'): cases[('out', '/sys/p.csv')] = '--out /sys/p.csv: cannot write in /sys'
-    for (arg, value), msg in cases.items():
-        kw = {'out': str(tmp_path/'p.csv'), arg: str(value) if arg == 'out' else value}
-        with pytest.raises(CliError) as e: predict_cli([str(img)], model=str(tiny_model), **kw)
-        assert msg in str(e.value), (arg, value, str(e.value))
-        assert not (tmp_path/'p.csv').exists() and img.read_bytes() == before
-    for args, msg in ((('--batch-size', 0), 'at least 1'), (('--out', img), 'is one of the inputs')):  # as a command
+    if not torch.cuda.is_available(): cases[('--device', 'cuda')] = '--device cuda: no CUDA GPU is available here'
+    if Path('/sys').is_dir() and _unwritable('/sys'): cases[('--out', '/sys/p.csv')] = '--out /sys/p.csv: cannot write in /sys'
+    for (flag, value), msg in cases.items():
+        args = ['--out', tmp_path/'p.csv', flag, value] if flag != '--out' else [flag, value]
         r = _predict(img, '--model', tiny_model, *args)
-        assert r.returncode == 1 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, (flag, value, r.stderr)
+        assert not (tmp_path/'p.csv').exists() and img.read_bytes() == before
     assert img.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ['x.jpg']
 
 
@@ -205,7 +236,7 @@ def test_one_bad_dicom_costs_a_study_nothing(tiny_model):
 def test_find_images_counts_an_unreadable_folder(tmp_path, monkeypatch):
     "A folder that cannot be listed is counted, not ignored (simulated: as root, permissions do not stop a listing)."
     from collections import Counter
-    from chexpert_nb.infer import find_images, skipped_text
+    from chexpert_nb.predict import find_images, skipped_text
     (tmp_path/'ok').mkdir(); (tmp_path/'locked').mkdir()
     Image.new('L', (8, 8)).save(tmp_path/'ok'/'a.png'); (tmp_path/'ok'/'b.gif').write_bytes(b'GIF89a')
     scandir = os.scandir
