@@ -3,7 +3,8 @@ import subprocess, sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from chexpert_nb.data import OBSERVATIONS, read_chexpert_csv, label_counts
+from chexpert_nb.observations import OBSERVATIONS
+from chexpert_nb.data import read_chexpert_csv, label_counts
 
 def test_nih_sample_reads_and_every_image_opens(nih_dir):
     df = read_chexpert_csv(nih_dir/'labels.csv', root=nih_dir, layout='flat')

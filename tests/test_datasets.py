@@ -3,8 +3,11 @@ import ast, importlib.util, os, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from chexpert_nb.data import (OBSERVATIONS, NIH_FILE, NIH_FINDINGS, NIH_SPLIT_FILES, GOOGLE2019_FILE, GOOGLE2019_FINDINGS,
-                              PADCHEST_FILE, PADCHEST_FINDINGS, MIMIC_FILES, label_counts, read_dataset)
+from chexpert_nb.observations import OBSERVATIONS
+from chexpert_nb.data import label_counts
+from chexpert_nb.datasets import (NIH_FILE, NIH_FINDINGS, NIH_SPLIT_FILES, GOOGLE2019_FILE, GOOGLE2019_FINDINGS,
+                                  PADCHEST_FILE, PADCHEST_FINDINGS, MIMIC_FILES, read_dataset)
+from chexpert_nb.testing import run_cli
 from chexpert_nb.labels import make_targets, patient_split
 
 NIH_LABELLED = ['No Finding', 'Cardiomegaly', 'Lung Lesion', 'Edema', 'Consolidation', 'Pneumonia', 'Atelectasis',
@@ -228,28 +231,28 @@ def test_evaluate_cli_on_a_dataset_download(nih_download, trained_models, tmp_pa
     import json, shutil, subprocess
     model = tmp_path/'m'; shutil.copytree(trained_models/'tiny-densenet121', model)
     before = (model/'config.json').read_text()
-    r = subprocess.run([str(BIN/'chexpert-evaluate'), '--model', str(model), '--dataset', 'nih', '--root', str(nih_download),
-                        '--n-boot', '50', '--no-save-thresholds'], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert 'layout nih: 228 studies of 228 patients' in r.stdout, r.stdout
+    from chexpert_nb.report import evaluate_cli
+    code, stdout, stderr = run_cli(evaluate_cli, '--model', model, '--dataset', 'nih', '--root', nih_download, '--n-boot', 50,
+                                   '--no-save-thresholds')
+    assert code == 0, stderr
+    assert 'layout nih: 228 studies of 228 patients' in stdout, stdout
     ev = json.loads((model/'evaluation.json').read_text())
     assert ev['layout'] == 'nih' and ev['n_images'] == 228 and ev['csv'].startswith('nih (all images) in ')
     assert {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Pleural Other', 'Fracture', 'Support Devices'} <= set(ev['unscorable'])
     assert 'Lung Lesion' not in ev['unscorable'] and ev['competition_mean']['tasks'] == ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Pleural Effusion']
     assert (model/'config.json').read_text() == before  # --no-save-thresholds
-    bad = subprocess.run([str(BIN/'chexpert-evaluate'), '--model', str(model), '--dataset', 'nih', '--root', str(tmp_path)],
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and NIH_FILE in bad.stderr and 'Traceback' not in bad.stderr
+    code, _, stderr = run_cli(evaluate_cli, '--model', model, '--dataset', 'nih', '--root', tmp_path)
+    assert code != 0 and NIH_FILE in stderr and 'Traceback' not in stderr
 
 
 def test_train_cli_on_a_dataset_download(nih_download, tmp_path):
     "`chexpert-train --dataset nih --data DIR` trains on NIH's own files; the bundle says which dataset it saw."
     import json, subprocess
     out = tmp_path/'nih-model'
-    r = subprocess.run([str(BIN/'chexpert-train'), '--dataset', 'nih', '--data', str(nih_download), '--out', str(out),
-                        '--no-pretrained', '--size', '32', '--epochs', '1', '--bs', '16', '--num-workers', '0', '--quiet',
-                        '--valid-pct', '0.25'], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr[-2000:]
+    from chexpert_nb.train import train_cli
+    code, _, stderr = run_cli(train_cli, '--dataset', 'nih', '--data', nih_download, '--out', out, '--no-pretrained', '--size', 32,
+                              '--epochs', 1, '--bs', 16, '--num-workers', 0, '--quiet', '--valid-pct', 0.25, '--no-onnx')
+    assert code == 0, stderr[-2000:]
     config = json.loads((out/'config.json').read_text())
     assert config['data']['dataset'] == 'nih' and config['data']['synthetic'] is False
     assert config['data']['n_train'] + config['data']['n_valid'] == 228

@@ -3,7 +3,8 @@ import json, subprocess, sys
 from pathlib import Path
 import pandas as pd
 from PIL import Image
-from chexpert_nb.data import make_sample, read_chexpert_csv
+from chexpert_nb.sample import make_sample
+from chexpert_nb.data import read_chexpert_csv
 
 BIN = Path(sys.executable).parent
 

@@ -6,9 +6,11 @@ import io, os
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from chexpert_nb.data import OBSERVATIONS, draw_synthetic
-from chexpert_nb.infer import Predictor, predict_files, predict_to_csv
-from chexpert_nb.testing import make_dicom, tiny_bundle
+from chexpert_nb.observations import OBSERVATIONS
+from chexpert_nb.sample import draw_synthetic
+from chexpert_nb.images import make_dicom
+from chexpert_nb.predict import Predictor, predict_files, predict_to_csv
+from chexpert_nb.testing import tiny_bundle
 from conftest import NIH
 
 pytestmark = pytest.mark.filterwarnings('ignore')  # pydicom warns about every damaged file: the errors are the point
@@ -89,7 +91,7 @@ def predictor(tmp_path_factory):
 
 def _alone(predictor, paths) -> dict:
     "path -> (probabilities or None, error) of each file predicted on its own."
-    return {p: (probs, err) for path in paths for p, probs, err, _ in predict_files(predictor, [path], batch_size=1)}
+    return {r.path: (r.probs, r.error) for path in paths for r in predict_files(predictor, [path], batch_size=1)}
 
 
 def _escaped(p:str) -> str:
@@ -106,7 +108,7 @@ def test_fuzz_predict_to_csv(predictor, fuzz_dir, tmp_path):
     for p, (probs, err) in alone.items():
         assert (probs is None) == (err != '') and (not err or p in err), (p, err)  # an error names its file
     out = tmp_path/'fuzz.csv'
-    counts = predict_to_csv(predictor, [fuzz_dir], out, batch_size=7, progress=False, max_views=0)
+    counts = predict_to_csv(predictor, [fuzz_dir], out, batch_size=7, show_progress=False, max_views=0)
     assert counts['images'] == len(paths) and counts['failed'] == n_bad and counts['skipped'] == {}
     df = pd.read_csv(out, keep_default_na=False).set_index('path')
     assert len(df) == len(paths) and (df.level == 'image').all()

@@ -1,12 +1,13 @@
-"""The out-of-distribution score (02_bundle) on real images: a bundle fitted on the synthetic sample flags real NIH
+"""The out-of-distribution score (09_ood) on real images: a bundle fitted on the synthetic sample flags real NIH
 X-rays and photographs, passes new synthetic images at about its quantile, and scores the ONNX engine's features
 as it scores torch's."""
 import numpy as np
 import pytest
 from PIL import Image
-from chexpert_nb.bundle import (BundleError, fit_ood, in_distribution, load_bundle, load_ood, ood_scores, pooled_features,
-                                preprocess, save_bundle, save_ood, OOD_FILE)
-from chexpert_nb.data import make_sample
+from chexpert_nb.bundle import BundleError, load_bundle, save_bundle, OOD_FILE
+from chexpert_nb.model import preprocess
+from chexpert_nb.ood import fit_ood, in_distribution, load_ood, ood_scores, pooled_features, save_ood
+from chexpert_nb.sample import make_sample
 from chexpert_nb.testing import tiny_bundle
 
 
@@ -72,7 +73,7 @@ def test_onnx_features_score_as_torch(fitted, tmp_path):
     import shutil
     pytest.importorskip('onnxruntime'); pytest.importorskip('onnxscript')
     import onnxruntime as ort
-    from chexpert_nb.bundle import export_onnx
+    from chexpert_nb.onnx import export_onnx
     d = tmp_path/'b'; shutil.copytree(fitted['dir'], d)
     path = export_onnx(d)
     imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (80, 70), dtype=np.uint8)) for i in range(3)]
