@@ -104,7 +104,8 @@ MEMORY_TARGET_MB = 400  # the kernel's RSS until a heatmap is asked for
 def onnx_bundle() -> Path:
     "A models folder with one 320 px DenseNet-121 bundle (random weights) and its model.onnx, made once."
     from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.bundle import export_onnx, ONNX_FILE
+    from chexpert_nb.bundle import ONNX_FILE
+    from chexpert_nb.onnx import export_onnx
     models = BENCH_DATA/'app-models-onnx'
     out = models/'densenet121-320-onnx'
     if not (out/ONNX_FILE).exists():
@@ -123,7 +124,7 @@ def xray_bytes() -> tuple[str, bytes]:
 STEPS = {  # what the kernel runs, in order, as a visitor's page would
     'kernel started': 'import sys, os',
     'page shown (model loaded)': 'from chexpert_nb.app import ChexpertApp, study_table, table_html, bar_chart\n'
-                                 'from chexpert_nb.infer import Predictor\n'
+                                 'from chexpert_nb.predict import Predictor\n'
                                  'app = ChexpertApp({models!r}, lambda d: Predictor.from_bundle(d, engine={engine!r})); app.show()',
     'first prediction (table, chart)': 'items = [({name!r}, open({path!r}, "rb").read())]\n'
                                        'result = app.predictor.predict_study(items)\n'

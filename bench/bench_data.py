@@ -11,7 +11,7 @@ Files: a synthetic CheXpert-layout sample (grayscale JPEGs of 320 x 320..400 px,
   a squish `Resize`, `aug_transforms` and `Normalize` as batch transforms on the device), for the before/after.
 - peer: torchxrayvision's `CheX_Dataset` (skimage decode, center crop, resize) in a torch DataLoader.
 - full resolution (information, where the levers pay): 2320 x 2828 JPEGs read at the training size in full, with
-  reduced-size JPEG decoding (`open_gray`), and from a resized cache.
+  reduced-size JPEG decoding (`images.read_gray`), and from a resized cache.
 All in one process, one worker (num_workers=0), alternated; `x floor` is the median over reps of each rep's time
 over the floor's time in the same rep. Target: pipeline time <= 1.25 x floor time.
 Last line: `RATIO data_pipeline_over_floor: pipeline s/img / floor s/img (target <= 1.25)`.
@@ -96,8 +96,9 @@ def _full_res(size, n, reps):
     "Where the levers pay: full-resolution CheXpert-v1.0-size JPEGs (2320 x 2828) read at the training size."
     import numpy as np
     from PIL import Image, ImageFilter
-    from chexpert_nb.data import draw_synthetic
-    from chexpert_nb.fastdata import open_gray
+    from chexpert_nb.sample import draw_synthetic
+    from chexpert_nb.images import read_gray
+    small_gray = lambda f, size: Image.fromarray(read_gray(f, size))  # reduced-size JPEG decoding, as a mode L image
     d = BENCH_DATA/f'full-res-{n}'
     files = [d/f'img{i}.jpg' for i in range(n)]
     if not all(f.exists() for f in files):
@@ -107,9 +108,9 @@ def _full_res(size, n, reps):
     small = [d/'cache'/f.name for f in files]
     (d/'cache').mkdir(exist_ok=True)
     for f, c in zip(files, small):
-        if not c.exists(): open_gray(f, size).resize((size, size), Image.BILINEAR).save(c, quality=95)
+        if not c.exists(): small_gray(f, size).resize((size, size), Image.BILINEAR).save(c, quality=95)
     runs = {'full decode + resize (floor)': lambda: [Image.open(f).convert('L').resize((size, size), Image.BILINEAR) for f in files],
-            'open_gray (1/2..1/8 JPEG decoding) + resize': lambda: [open_gray(f, size).resize((size, size), Image.BILINEAR) for f in files],
+            'read_gray (1/2..1/8 JPEG decoding) + resize': lambda: [small_gray(f, size).resize((size, size), Image.BILINEAR) for f in files],
             f'from the {size} px cache (decode + no-op resize)': lambda: [Image.open(c).convert('L').resize((size, size), Image.BILINEAR) for c in small]}
     times = interleaved(runs, reps=reps, warmup=1)
     base = med(times['full decode + resize (floor)'])
@@ -124,8 +125,8 @@ def before_dls(train, valid, size, bs, num_workers, device):
     from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
                                    ResizeMethod, aug_transforms, Normalize)
     from chexpert_nb.labels import make_targets
-    from chexpert_nb.bundle import normalize_stats
-    from chexpert_nb.train import radiograph_augmentations, _Lookup
+    from chexpert_nb.model import normalize_stats
+    from chexpert_nb.train import radiograph_augmentations
     files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
     targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
     st = normalize_stats(1)
@@ -135,6 +136,14 @@ def before_dls(train, valid, size, bs, num_workers, device):
                       batch_tfms=[*aug_transforms(do_flip=False, max_warp=0., pad_mode='zeros', **radiograph_augmentations()),
                                   Normalize.from_stats(st['mean'], st['std'])])
     return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)
+
+
+class _Lookup:
+    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai (as `chexpert_nb.train`'s private one)."
+    def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
+    def __call__(self, i):
+        import torch
+        return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
 
 
 def _has_cv2():

@@ -7,9 +7,10 @@ Three measures, each interleaved (A B, B A, ...: the order rotates) so that load
   (a) cold start: a fresh Python process from nothing to the first image's 14 probabilities (file -> grayscale ->
       batch -> probabilities), its wall time and its peak memory (VmHWM in /proc/self/status: the resource module's
       ru_maxrss keeps the peak of the parent that forked the process, this benchmark's own torch). The torch process uses
-      `chexpert_nb.infer.TorchEngine`. The ONNX process uses `chexpert_nb.infer.OnnxEngine` when `chexpert_nb.infer`
-      imports without torch; while it still imports torch at module level, the ONNX process reads config.json
-      with `json` and uses only numpy, PIL and onnxruntime (what OnnxEngine.probs does), and says so.
+      `chexpert_nb.engines.TorchEngine`. The ONNX process uses `chexpert_nb.engines.OnnxEngine` when
+      `chexpert_nb.engines` and `chexpert_nb.images` import without torch; if they ever import it at module level, the
+      ONNX process reads config.json with `json` and uses only numpy, PIL and onnxruntime (what OnnxEngine.probs does),
+      and says so.
       Targets: ONNX / torch <= 0.2 in time and <= 0.3 in memory (medians).
   (b) single-image latency: `OnnxEngine.probs` on a (1, 1, 320, 320) uint8 batch vs torch's raw forward on the
       already prepared float tensor (`model(x)` under inference_mode: the floor of the torch engine).
@@ -30,13 +31,15 @@ NIH = ROOT.parent/'shared'/'data'/'nih-cxr14-sample'
 TARGET_COLD_TIME, TARGET_COLD_MEMORY, TARGET_LATENCY = 0.2, 0.3, 0.8
 
 COLD_TORCH = '''
-from chexpert_nb.infer import TorchEngine, image_batch, load_image
+from chexpert_nb.engines import TorchEngine
+from chexpert_nb.images import image_batch, load_image
 engine = TorchEngine(BUNDLE, threads=1)
 probs = engine.probs(image_batch([load_image(IMAGE)], engine.config.size))
 '''
 COLD_ONNX_ENGINE = '''
 sys.modules['torch'] = None  # proof: importing torch would fail
-from chexpert_nb.infer import OnnxEngine, image_batch, load_image
+from chexpert_nb.engines import OnnxEngine
+from chexpert_nb.images import image_batch, load_image
 engine = OnnxEngine(BUNDLE, threads=1)
 probs = engine.probs(image_batch([load_image(IMAGE)], engine.config.size))
 '''
@@ -73,16 +76,17 @@ def run_child(script: str) -> tuple[float, dict]:
     return dt, json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def infer_without_torch() -> bool:
-    "Whether `chexpert_nb.infer` imports in a process where torch cannot be imported."
-    probe = "import sys; sys.modules['torch'] = None; import chexpert_nb.infer"
+def engines_without_torch() -> bool:
+    "Whether `chexpert_nb.engines` and `chexpert_nb.images` import in a process where torch cannot be imported."
+    probe = "import sys; sys.modules['torch'] = None; import chexpert_nb.engines, chexpert_nb.images"
     return subprocess.run([sys.executable, '-c', probe], capture_output=True, cwd=ROOT).returncode == 0
 
 
 
 def bench_bundle() -> Path:
     "The 320 px DenseNet-121 bundle with model.onnx, written once under data/bench/."
-    from chexpert_nb.bundle import export_onnx, read_config
+    from chexpert_nb.bundle import read_config
+    from chexpert_nb.onnx import export_onnx
     from chexpert_nb.testing import tiny_bundle
     d = common.BENCH_DATA/'onnx-densenet121-320'
     if not ((d/'model.onnx').exists() and read_config(d).onnx):
@@ -102,11 +106,11 @@ def images(n: int = 48) -> tuple[list[Path], str]:
 
 def cold_start(bundle: Path, image: Path, reps: int) -> tuple[float, float]:
     "(time ratio, memory ratio) of ONNX over torch, fresh process to the first probabilities."
-    engine_ok = infer_without_torch()
+    engine_ok = engines_without_torch()
     onnx_body = COLD_ONNX_ENGINE if engine_ok else COLD_ONNX_MINIMAL
     print("(a) cold start, fresh process -> first image's probabilities; ONNX process: " +
-          ("chexpert_nb.infer.OnnxEngine (infer imports without torch)" if engine_ok else
-           "json + numpy + PIL + onnxruntime only (chexpert_nb.infer still imports torch at module level)"))
+          ("chexpert_nb.engines.OnnxEngine (engines and images import without torch)" if engine_ok else
+           "json + numpy + PIL + onnxruntime only (chexpert_nb.engines or images imports torch at module level)"))
     scripts = {'torch': child(COLD_TORCH, bundle, image), 'onnx': child(onnx_body, bundle, image)}
     results = {k: [] for k in scripts}
     for r in range(reps + 1):  # round 0 warms the page cache, untimed
@@ -129,7 +133,8 @@ def main(cold_reps: int = 5, reps: int = 21) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     import torch, onnxruntime
     torch.set_num_threads(1)
-    from chexpert_nb.infer import OnnxEngine, TorchEngine, image_batch, load_image
+    from chexpert_nb.engines import OnnxEngine, TorchEngine
+    from chexpert_nb.images import image_batch, load_image
     bundle = bench_bundle()
     files, what = images()
     print(f"== serving engines: ONNX Runtime vs torch, CPU, 1 thread\n   "
@@ -139,7 +144,7 @@ def main(cold_reps: int = 5, reps: int = 21) -> int:
 
     onnx_engine, torch_engine = OnnxEngine(bundle, threads=1), TorchEngine(bundle, threads=1)
     batch = image_batch([load_image(files[0])], 320)
-    x, model = torch_engine._input(batch), torch_engine.model
+    x, model = torch_engine.input(batch), torch_engine.model
     def raw():
         with torch.inference_mode(): model(x)
     times = common.rotated({'torch raw forward on a prepared tensor': raw, 'OnnxEngine.probs(uint8 batch)': lambda: onnx_engine.probs(batch)}, reps)

@@ -38,7 +38,8 @@ def machine() -> str:
 
 def frames(tmp: Path):
     "`(df, label)`: a frame with `file` and the 14 label columns holding the benchmark image(s)."
-    from chexpert_nb.data import read_chexpert_csv, make_sample
+    from chexpert_nb.data import read_chexpert_csv
+    from chexpert_nb.sample import make_sample
     if (NIH/'labels.csv').exists():
         return read_chexpert_csv(NIH/'labels.csv', root=NIH, layout='flat').head(8), 'real NIH radiograph, 320x320 JPEG'
     s = make_sample(tmp/'sample', patients=4, seed=0)
@@ -50,8 +51,9 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     import numpy as np, torch
     if threads: torch.set_num_threads(threads)
-    from chexpert_nb.infer import Predictor, load_image
-    from chexpert_nb.bundle import preprocess
+    from chexpert_nb.predict import Predictor
+    from chexpert_nb.images import load_image
+    from chexpert_nb.model import preprocess
     from chexpert_nb.testing import tiny_bundle
     from chexpert_nb.train import chexpert_dls, chexpert_learner
     print(f"== predictor latency: file bytes -> 14 probabilities, batch of one, CPU\n   "

@@ -26,9 +26,9 @@ def main(size=128, bs=16, images=48, reps=3, threads=1) -> int:
     if threads: torch.set_num_threads(threads)
     from PIL import Image
     from chexpert_nb.data import read_chexpert_csv
-    from chexpert_nb.bundle import normalize_stats
+    from chexpert_nb.model import normalize_stats
     from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.infer import Predictor, predict_to_csv
+    from chexpert_nb.predict import Predictor, predict_to_csv
     header(f'Batch inference over a folder: DenseNet-121 at {size} px, batches of {bs}, CPU, '
            f'torch threads {torch.get_num_threads()}')
     tmp = Path(tempfile.mkdtemp())
@@ -46,7 +46,7 @@ def main(size=128, bs=16, images=48, reps=3, threads=1) -> int:
     print(f"   {len(files)} JPEGs of {Image.open(files[0]).size} px in {folder}")
 
     def ours():
-        counts = predict_to_csv(pred, [str(folder)], tmp/'out.csv', batch_size=bs, progress=False)
+        counts = predict_to_csv(pred, [str(folder)], tmp/'out.csv', batch_size=bs, show_progress=False)
         assert counts['images'] == len(files) and counts['failed'] == 0, counts
 
     def plain():

@@ -20,7 +20,7 @@ CHILD = """
 import sys, time
 t0 = time.perf_counter()
 {pre}
-from chexpert_nb.infer import Predictor
+from chexpert_nb.predict import Predictor
 p = Predictor.from_bundle({model!r}, device='cpu', engine='torch')
 probs = p.predict([{image!r}])
 assert probs.shape == (1, 14)

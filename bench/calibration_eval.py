@@ -8,7 +8,7 @@ Two models, each measured on studies that played no part in fitting its temperat
   training or by the temperatures. Before = the bundle without its temperatures, after = with them.
 - **NIH**: the DenseNet-121 of `bench/ood_eval.py` (trained from scratch on 160 of the 228 real NIH X-rays in
   ../shared, 128 px). Its temperatures were fitted on the 68 held-out images at the end of training, so on those
-  images they are in-sample; the honest figure is `crossfit_temperatures`: temperatures fitted on one half of the
+  images they are in-sample; the honest figure is `crossfit_calibration`: temperatures fitted on one half of the
   held-out patients calibrate the other half, both ways (with at least 5 studies of each class per observation, not
   the default 10: the halves hold 34 studies).
 
@@ -34,7 +34,7 @@ OUT = BENCH_DATA/'calibration'
 
 def sample_model():
     "The synthetic-sample model and its sample (made and trained once)."
-    from chexpert_nb.data import make_sample
+    from chexpert_nb.sample import make_sample
     from chexpert_nb.train import TrainConfig, train
     from chexpert_nb.bundle import is_bundle
     data = OUT/'sample-300'
@@ -68,12 +68,16 @@ def mean_ratio(name: str, table: pd.DataFrame, before: str, after: str, label: s
 
 def main() -> int:
     run_quiet()
-    from chexpert_nb.evaluate import evaluate
+    from chexpert_nb.evaluate import EvalConfig, evaluate
+
+    def run(model, csv, **kw):  # `(table, summary)` of a study-level evaluation; nothing is written
+        ev = evaluate(EvalConfig(str(model), str(csv), save=False, progress=False, **kw))
+        return ev.table, ev.summary
     header('Calibration: ECE before and after temperature scaling, on held-out data (bench/calibration_eval.py)')
     rc = 0
     model, data = sample_model()
     # the bundle's temperatures (fitted on the training run's validation split) on other patients: valid.csv
-    with_t, s_with = evaluate(model, data/'valid.csv', n_boot=200, save=False, progress=False)
+    with_t, s_with = run(model, data/'valid.csv', n_boot=200)
     cal = s_with['calibration']
     print(f"sample model: temperatures for {len(cal['bundle']['temperatures'])} observations, fitted on "
           f"{cal['bundle']['fitted_on']['data']}; measured on valid.csv ({s_with['n_studies']} studies of other patients)")
@@ -82,7 +86,7 @@ def main() -> int:
     import shutil, dataclasses
     plain = OUT/'sample-64-uncalibrated'; shutil.rmtree(plain, ignore_errors=True); shutil.copytree(model, plain)
     write_config(dataclasses.replace(read_config(plain), calibration={}), plain)
-    raw, _ = evaluate(plain, data/'valid.csv', n_boot=200, save=False, progress=False)
+    raw, _ = run(plain, data/'valid.csv', n_boot=200)
     t = pd.DataFrame({'n_studies': with_t['n_studies'], 'n_positive': with_t['n_positive'], 'auroc': with_t['auroc'],
                       'temperature': pd.Series(cal['bundle']['temperatures']), 'ece_before': raw['ece'],
                       'ece_after': with_t['ece'], 'brier_before': raw['brier'], 'brier_after': with_t['brier']})
@@ -95,7 +99,7 @@ def main() -> int:
     rc |= verdict('auroc_max_change_sample', auroc_change, 1e-12)
     # refitted on valid.csv itself (what `chexpert-evaluate --calibrate` does with a user's CSV), measured held out
     for method in ('temperature', 'platt'):
-        tab, s = evaluate(model, data/'valid.csv', n_boot=50, save=False, progress=False, calibrate=True, calibration=method)
+        tab, s = run(model, data/'valid.csv', n_boot=50, calibrate=True, calibration=method)
         f = s['calibration']['fitted']
         t = tab[tab['ece_fitted_other_half'].notna()]
         print(f"sample, --calibrate on valid.csv, {method}: held out (cross-fitted halves of {f['split']['n_studies']} studies, "
@@ -108,8 +112,7 @@ def main() -> int:
     # 68 studies: a half of 34 holds fewer than the default 10 studies of each class for most observations, so 5 here
     ratios = {}
     for method in ('temperature', 'platt'):
-        tab, s = evaluate(nih, csv, root=ood_eval.NIH, n_boot=200, save=False, progress=False, calibrate=True,
-                          min_per_class=5, calibration=method)
+        tab, s = run(nih, csv, root=str(ood_eval.NIH), n_boot=200, calibrate=True, min_per_class=5, calibration=method)
         f = s['calibration']['fitted']
         print(f"\nNIH model, {method}: {s['n_studies']} held-out X-rays of {s['n_patients']} patients; fitted for "
               f"{len(f['temperatures'])} observations (at least {f['min_per_class']} studies of each class); cross-fitted "

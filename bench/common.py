@@ -62,7 +62,7 @@ def verdict(name: str, value: float, target: float, op: str = '<=') -> int:
 
 def bench_sample(patients: int = 100, seed: int = 0) -> Path:
     "A synthetic CheXpert-layout sample (320 x 320..400 grayscale JPEGs) for the data benchmarks, made once."
-    from chexpert_nb.data import make_sample
+    from chexpert_nb.sample import make_sample
     out = BENCH_DATA/f'sample-{patients}-{seed}'
     if not (out/'valid.csv').exists(): make_sample(out, patients=patients, seed=seed)
     return out

@@ -1,7 +1,7 @@
 """Out-of-distribution score, the evidence: does the model's own feature statistics tell a chest X-ray from what is not one?
 
 Trains a DenseNet-121 from scratch on the 228 real NIH images of ../shared/data/nih-cxr14-sample (128 px, patient
-split 70/30), fits the OOD statistics (`chexpert_nb.bundle.fit_ood`) on its training images and the threshold on
+split 70/30), fits the OOD statistics (`chexpert_nb.ood.fit_ood`) on its training images and the threshold on
 held-out NIH images, then scores held-out NIH X-rays (in) against images that are not chest radiographs (out):
 photograph crops, pydicom's CT/MR/NM/ultrasound test files, rendered text documents, noise and the synthetic shapes.
 Four scores are compared on the same features and logits: Mahalanobis (Ledoit-Wolf) of the square-rooted features
@@ -25,7 +25,7 @@ OUT = BENCH_DATA/'ood'
 def train_models():
     "The NIH model (128 px) and the shapes model (64 px), trained once, from scratch, on the CPU."
     from chexpert_nb.train import TrainConfig, train
-    from chexpert_nb.data import make_sample
+    from chexpert_nb.sample import make_sample
     from chexpert_nb.bundle import is_bundle
     nih = TrainConfig(data=str(NIH), csv='labels.csv', layout='flat', out=str(OUT/'nih-128'), pretrained=False, size=128,
                       epochs=4, bs=16, lr=1e-3, valid_pct=0.3, num_workers=0, seed=0)
@@ -41,14 +41,14 @@ def split_frames(cfg):
     "The run's own patient split: (training rows, held-out rows)."
     from chexpert_nb.data import read_chexpert_csv
     from chexpert_nb.labels import patient_split
-    df = read_chexpert_csv(Path(cfg.data)/cfg.csv, root=cfg.data, layout=cfg.layout)
+    df = read_chexpert_csv(Path(cfg.data)/cfg.csv, root=cfg.data, layout=cfg.layout, patient=cfg.patient_column)
     return patient_split(df, cfg.valid_pct, cfg.seed)
 
 
 def out_of_distribution_images(shapes_root: Path) -> dict:
     "Category -> list of grayscale images that are not chest radiographs (`testing.not_radiographs` + synthetic shapes)."
     from chexpert_nb.testing import not_radiographs
-    from chexpert_nb.infer import load_image
+    from chexpert_nb.images import load_image
     shapes = sorted((shapes_root/'valid').rglob('*.jpg'))[:24]
     return {**not_radiographs(seed=0), 'synthetic shapes': [load_image(f) for f in shapes]}
 
@@ -56,7 +56,8 @@ def out_of_distribution_images(shapes_root: Path) -> dict:
 def features_and_logits(model, images, config) -> tuple[np.ndarray, np.ndarray]:
     "Pooled features (the API under test) and the model's logits (for the energy score)."
     import torch
-    from chexpert_nb.bundle import pooled_features, preprocess
+    from chexpert_nb.ood import pooled_features
+    from chexpert_nb.model import preprocess
     with torch.inference_mode():
         logits = np.concatenate([model(torch.stack([preprocess(i, config) for i in images[k:k + 16]])).numpy()
                                  for k in range(0, len(images), 16)])
@@ -70,7 +71,7 @@ def energy(logits: np.ndarray) -> np.ndarray:
 
 def scorers(f_fit, f_hold, l_hold, quantile=0.99) -> dict:
     "Score name -> (function of (features, logits) -> scores, threshold at `quantile` of the held-out images)."
-    from chexpert_nb.bundle import fit_ood, ood_scores
+    from chexpert_nb.ood import fit_ood, ood_scores
     out = {}
     for name, method, transform in (('mahalanobis', 'mahalanobis', 'sqrt'), ('maha-raw', 'mahalanobis', 'none'),
                                     ('norm', 'norm', 'sqrt')):
@@ -100,7 +101,8 @@ def main() -> int:
     run_quiet()
     import torch
     from sklearn.metrics import roc_auc_score
-    from chexpert_nb.bundle import load_bundle, fit_ood, save_ood, load_ood, ood_scores, in_distribution
+    from chexpert_nb.bundle import load_bundle
+    from chexpert_nb.ood import fit_ood, save_ood, load_ood, ood_scores, in_distribution
     from chexpert_nb.testing import NOT_RADIOGRAPH_DICOMS
     torch.set_num_threads(1)
     header('OOD score: the model\'s pooled-feature statistics (bench/ood_eval.py)')
