@@ -23,15 +23,17 @@ from .observations import COMPETITION_TASKS
 from .files import unique_names
 from .data import project_root
 from .bundle import list_models, WEIGHTS_FILE
+from .card import CARD_FILE, card_facts, model_card
+from .files import read_bytes
 from .predict import Predictor, threshold_source, thresholds_text
 from .heatmaps import gradcam, overlay
 
 # %% auto #0
 __all__ = ['NO_OOD', 'MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'OOD_WARNING', 'BANNER',
            'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'model_summary',
-           'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html', 'bar_chart',
-           'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila', 'voila_config',
-           'app_cli']
+           'card_html', 'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html',
+           'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila',
+           'voila_config', 'app_cli']
 
 # %% ../nbs/18_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
@@ -71,6 +73,15 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
     parts.append(thresholds_text(config, detail=False))
     parts.append(_fmt_ood(config.get('ood')))
     return '; '.join(parts)
+
+# %% ../nbs/18_app.ipynb #a9c4d002
+def card_html(model_dir:Path) -> str:
+    "The bundle's model card, folded under a 'Model card' summary, as escaped preformatted text."
+    try: text = read_bytes(model_dir/CARD_FILE, 1 << 20, CARD_FILE).decode('utf-8', 'replace')
+    except (OSError, ValueError):  # none, or not a plain file of at most 1 MB
+        try: text = model_card(card_facts(model_dir))  # a bundle written before model cards
+        except Exception as e: text = f"no model card: {e}"
+    return f'<details class="model-card"><summary>Model card</summary><pre>{html.escape(text)}</pre></details>'
 
 # %% ../nbs/18_app.ipynb #116f7b69
 MAX_FILE_MB = 50       # the largest file the app reads
@@ -288,7 +299,7 @@ class ChexpertApp:
         W = widgets
         self.banner = W.HTML(f'<div class="chexpert-banner">{BANNER}</div>')
         self.model_picker = W.Dropdown(description='Model', layout=W.Layout(width='480px'))
-        self.model_info = W.HTML()
+        self.model_info, self.model_card = W.HTML(), W.HTML()
         self.upload = W.FileUpload(multiple=True, description='Upload X-rays', icon='upload',
                                    tooltip=f'JPEG, PNG or DICOM; one study; up to {MAX_FILE_MB} MB per file',
                                    layout=W.Layout(width='200px'))
@@ -304,7 +315,7 @@ class ChexpertApp:
         self.results = W.VBox([W.HBox([self.table_html, self.chart], layout=W.Layout(flex_flow='row wrap')),
                                W.HBox([self.cam_picker, self.cam_hint]), self.cams],
                               layout=W.Layout(display='none'))
-        self.widget = W.VBox([W.HTML(_CSS), self.banner, W.HBox([self.model_picker]), self.model_info,
+        self.widget = W.VBox([W.HTML(_CSS), self.banner, W.HBox([self.model_picker]), self.model_info, self.model_card,
                               W.HBox([self.upload, self.upload_hint]), self.status, self.files, self.results])
         self.widget.add_class('chexpert-app')
         self.model_picker.observe(self._on_model, 'value')
@@ -327,7 +338,7 @@ class ChexpertApp:
         self.model_picker.disabled = len(found) < 2  # a choice only when there is one to make
         if found: return self.use_model(found[0])
         self.predictor = self.model_dir = None
-        self.upload.disabled, self.model_info.value = True, ''
+        self.upload.disabled, self.model_info.value, self.model_card.value = True, '', ''
         self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
 
     def _on_model(self, change):
@@ -341,13 +352,14 @@ class ChexpertApp:
             self.predictor, self.model_dir = self.load_predictor(model_dir), model_dir
         except Exception as e:
             self.predictor = self.model_dir = None
-            self.model_info.value = ''
+            self.model_info.value = self.model_card.value = ''
             self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
                                         f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
             return
         engine = getattr(getattr(self.predictor, 'engine', None), 'name', None)  # 'onnx' or 'torch'
         self.model_info.value = (f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}' +
                                  (f'; runs on {ENGINE_NAMES.get(engine, engine)}' if engine else '') + '</span>')
+        self.model_card.value = card_html(model_dir)
         self.upload.disabled = False
         if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
         else: self.status.value = _status(f'Model {html.escape(model_dir.name)} ready: upload the X-rays of one study.')

@@ -16,16 +16,16 @@ from .cli import check_config, progress
 from .data import CheXpertCSVError, CHEXPERT_PATH, csv_line, read_chexpert_csv
 from .datasets import read_dataset
 from .labels import patient_halves
+from .metrics import unscorable_reason, bootstrap_auroc
 from .calibration import (MIN_PER_CLASS, LOG_T_BOUND, expected_calibration_error, fit_calibration,
     with_calibration, crossfit_calibration)
 from .ood import in_distribution
 from .predict import Predictor, predict_files, aggregate_studies
 
 # %% auto #0
-__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'unscorable_reason', 'bootstrap_auroc',
-           'choose_threshold', 'rates', 'heldout_thresholds', 'calibration_table', 'study_patients',
-           'evaluate_predictions', 'ood_summary', 'detect_layout', 'EvalConfig', 'check_eval', 'read_labels',
-           'calibration_report', 'Evaluation', 'evaluate']
+__all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'choose_threshold', 'rates', 'heldout_thresholds',
+           'calibration_table', 'study_patients', 'evaluate_predictions', 'ood_summary', 'detect_layout', 'EvalConfig',
+           'check_eval', 'read_labels', 'calibration_report', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -42,70 +42,6 @@ def study_truth(df:pd.DataFrame, # from `read_chexpert_csv`
     unlabelled = [o for o in observations if o not in df.attrs.get('labelled', observations)]  # `read_dataset` says
     truth[unlabelled] = np.nan
     return truth
-
-# %% ../nbs/16_evaluate.ipynb #95654f08
-def _boot_aurocs(y:np.ndarray, # one observation's truth per study: 1, 0 or NaN (not scored)
-                 p:np.ndarray, # its probabilities per study
-                 idx:np.ndarray, # (n_boot, n_studies) resampled study indices
-                 max_cells:int=2_000_000, # studies x resamples handed to scikit-learn at once
-                ) -> np.ndarray:
-    "`roc_auc_score` of every resample `idx[b]`; NaN where a resample holds only one class."
-    out = np.full(len(idx), np.nan)
-    if np.isnan(y).any():  # uncertain studies: each resample scores its own subset, one call each
-        for b, i in enumerate(idx):
-            i = i[~np.isnan(y[i])]
-            if 0 < y[i].sum() < len(i): out[b] = roc_auc_score(y[i], p[i])
-        return out
-    for chunk in np.array_split(np.arange(len(idx)), max(1, idx.size // max_cells)):
-        pos = y[idx[chunk]].sum(1)
-        chunk = chunk[(pos > 0) & (pos < idx.shape[1])]  # resamples holding both classes
-        if len(chunk):  # studies x resamples, column-major so that each column is contiguous
-            out[chunk] = roc_auc_score(y[idx[chunk]].T.astype(int), p[idx[chunk]].T, average=None)
-    return out
-
-# %% ../nbs/16_evaluate.ipynb #919de096
-def unscorable_reason(y:np.ndarray) -> str:
-    "Why an observation cannot be scored, or '' when it can."
-    y = y[~np.isnan(y)]
-    if len(y) == 0: return 'no study with a 0/1 label'
-    if y.sum() == 0: return 'no positive study'
-    if y.sum() == len(y): return 'no negative study'
-    return ''
-
-def bootstrap_auroc(truth:pd.DataFrame, # studies x observations: 1, 0 or NaN (not scored)
-                    probs:pd.DataFrame, # studies x observations: probabilities (same index and columns)
-                    n_boot:int=1000, # bootstrap resamples of the studies
-                    ci:float=0.95, # width of the interval
-                    seed:int=0, # the same seed gives the same intervals
-                    tasks:list=COMPETITION_TASKS, # the observations whose AUROCs are averaged
-                   ) -> tuple[pd.DataFrame, dict]:
-    "Per observation AUROC with its bootstrap interval (or the reason it cannot be scored), and the tasks' mean."
-    obs = list(truth.columns)
-    keep = probs[obs].notna().all(axis=1).to_numpy()  # studies with a prediction (every image failed: none)
-    y, p = truth.to_numpy(float)[keep], probs[obs].to_numpy(float)[keep]
-    rows, boot = [], np.full((n_boot, len(obs)), np.nan)
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    for j, o in enumerate(obs):
-        m = ~np.isnan(y[:, j]); reason = unscorable_reason(y[:, j])
-        row = {'observation': o, 'n_studies': int(m.sum()), 'n_positive': int(np.nansum(y[:, j])),
-               'auroc': np.nan, 'auroc_low': np.nan, 'auroc_high': np.nan, 'unscorable': reason}
-        if not reason:
-            row['auroc'] = float(roc_auc_score(y[m, j], p[m, j]))
-            boot[:, j] = _boot_aurocs(y[:, j], p[:, j], idx)
-            ok = boot[:, j][~np.isnan(boot[:, j])]
-            row['auroc_low'], row['auroc_high'] = np.quantile(ok, [(1 - ci) / 2, (1 + ci) / 2])
-            row['n_boot_skipped'] = n_boot - len(ok)
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index('observation')
-    scored = [t for t in tasks if t in obs and not table.loc[t, 'unscorable']]
-    mean = {'tasks': scored, 'unscorable': [t for t in tasks if t not in scored], 'auroc': np.nan,
-            'auroc_low': np.nan, 'auroc_high': np.nan}
-    if scored:
-        cols = [obs.index(t) for t in scored]
-        mean['auroc'] = float(table.loc[scored, 'auroc'].mean())
-        per_boot = boot[:, cols][~np.isnan(boot[:, cols]).any(axis=1)].mean(axis=1)
-        mean['auroc_low'], mean['auroc_high'] = (float(q) for q in np.quantile(per_boot, [(1 - ci) / 2, (1 + ci) / 2]))
-    return table, mean
 
 # %% ../nbs/16_evaluate.ipynb #082e9e18
 def choose_threshold(y:np.ndarray, # 0/1 truth (both classes present)

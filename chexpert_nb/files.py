@@ -31,7 +31,8 @@ def read_bytes(path:str|Path, # the file to read
             raise FileLimitError(f"{path} is {kind}, not a {what} file: reading it could wait forever or never end; "
                                  "pass the file itself.")
         if st.st_size > limit: raise _too_big(path, st.st_size, limit, what)
-        data = f.read(limit + 1)
+        data = f.read(st.st_size + 1)  # its size, not the limit: no buffer of `limit` bytes per file
+        if len(data) > st.st_size: data += f.read(limit + 1 - len(data))  # it grew since: read on, to the limit
     if len(data) > limit: raise _too_big(path, len(data), limit, what)  # it grew while read
     return data
 

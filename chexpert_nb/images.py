@@ -28,11 +28,12 @@ def read_source(src, name:str|None=None):
     "`(bytes, name)` of a path or bytes, read with `MAX_FILE_MB` as its limit; a missing, unreadable or not-regular path is an `ImageLoadError`."
     if isinstance(src, (bytes, bytearray, memoryview)): return bytes(src), name or '<uploaded bytes>'
     p = Path(src); name = name or str(p)
-    if not p.exists(): raise ImageLoadError(f"{name}: no such file. Check the path.")
-    if p.is_dir(): raise ImageLoadError(f"{name} is a folder, not an image file: pass the image files in it "
-                                        "(chexpert-predict takes folders).")
     try: return read_bytes(p, MAX_FILE_MB * 2**20, 'image'), name
-    except FileLimitError as e: raise ImageLoadError(str(e)) from None
+    except FileNotFoundError: raise ImageLoadError(f"{name}: no such file. Check the path.") from None
+    except FileLimitError as e:
+        if p.is_dir(): raise ImageLoadError(f"{name} is a folder, not an image file: pass the image files in it "
+                                            "(chexpert-predict takes folders).") from None
+        raise ImageLoadError(str(e)) from None
     except OSError as e: raise ImageLoadError(f"{name} cannot be read ({e.strerror}): check its permissions.") from e
 
 def _too_large(name, w, h, max_pixels):

@@ -16,8 +16,10 @@ from .labels import DEFAULT_POLICY
 from .bundle import BundleError, set_thresholds
 from .calibration import MIN_PER_CLASS, LOG_T_BOUND, calibration_bins, expected_calibration_error, set_calibration
 from .predict import aggregate_studies
-from .evaluate import (PAPER_AUROC, PAPER_NOTE, PHAM_2020_MEAN_AUROC, EvalConfig, Evaluation, evaluate, study_truth,
-    unscorable_reason, rates)
+from .metrics import unscorable_reason
+from .card import write_model_card, CARD_FILE
+from chexpert_nb.evaluate import (PAPER_AUROC, PAPER_NOTE, PHAM_2020_MEAN_AUROC, EvalConfig, Evaluation, evaluate, study_truth,
+    rates)
 
 # %% auto #0
 __all__ = ['plot_rocs', 'plot_reliability', 'summary_text', 'save_evaluation', 'evaluate_parser', 'evaluate_cli']
@@ -192,7 +194,9 @@ def save_evaluation(ev:Evaluation, cfg:EvalConfig) -> list:
     first = next(iter(ev.curves.values()))
     _save_png(plot_reliability(study_truth(ev.labels).loc[first.index], ev.curves,
                                title=f"{model_dir.name} on {ev.label}: reliability (10 equal-width bins)"), model_dir/'reliability.png')
-    return written + [model_dir/f for f in ('evaluation.csv', 'evaluation.json', 'evaluation_predictions.csv', 'roc.png', 'reliability.png')]
+    write_model_card(model_dir)  # the card, refreshed with these figures and thresholds
+    return written + [model_dir/f for f in ('evaluation.csv', 'evaluation.json', 'evaluation_predictions.csv', 'roc.png',
+                                            'reliability.png', CARD_FILE)]
 
 # %% ../nbs/17_report.ipynb #ba51bd14
 def evaluate_parser():
@@ -209,5 +213,5 @@ def evaluate_cli(argv:list|None=None):
         save_evaluation(ev, cfg)
     except (BundleError, FileNotFoundError, ValueError, ImportError) as e: raise SystemExit(f"chexpert-evaluate: {e}") from None
     print(summary_text(ev))
-    print(f"wrote {Path(cfg.model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png, reliability.png"
+    print(f"wrote {Path(cfg.model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png, reliability.png, MODEL_CARD.md"
           if cfg.save else "wrote nothing (--no-save)")

