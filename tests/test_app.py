@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from chexpert_nb.data import OBSERVATIONS
+from chexpert_nb.observations import OBSERVATIONS
 from chexpert_nb.app import ChexpertApp, MAX_FILE_MB
-from chexpert_nb.testing import make_dicom
+from chexpert_nb.images import make_dicom
 
 
 def _file(name, content, size=None):
@@ -37,19 +37,25 @@ def _xray_files(sample_dir) -> list:
     return sorted(sample_dir.rglob('*.jpg'))
 
 @pytest.fixture(scope='module')
-def ood_models(trained_models, sample_dir, tmp_path_factory):
-    """A copy of the trained bundle with model.onnx and out-of-distribution statistics fitted on the X-rays the uploads
-    come from; its threshold lies halfway between the highest score of those X-rays (the uploaded ones among them)
-    and the photograph's, so that the uploaded X-rays pass and the photograph is flagged, each with a margin."""
-    import shutil
-    from chexpert_nb.bundle import export_onnx, fit_ood, load_bundle, ood_scores, pooled_features, save_ood, ONNX_FILE
-    from chexpert_nb.infer import load_image
+def ood_models(tmp_path_factory):
+    """A bundle with model.onnx, thresholds for half the observations and out-of-distribution statistics fitted on the
+    X-rays the uploads come from; its threshold lies halfway between the highest score of those X-rays (the uploaded
+    ones among them) and the photograph's, so that the uploaded X-rays pass and the photograph is flagged, each with a
+    margin. Its weights are random (seeded), at 128 px: the features of the 64 px model trained on synthetic shapes
+    do not tell a photograph from an X-ray (a model property, not the app's; real training fits on real X-rays)."""
+    from chexpert_nb.bundle import load_bundle
+    from chexpert_nb.onnx import export_onnx
+    from chexpert_nb.ood import fit_ood, ood_scores, pooled_features, save_ood
+    from chexpert_nb.images import load_image
+    from chexpert_nb.testing import tiny_bundle
+    from chexpert_nb.sample import make_sample
     models = tmp_path_factory.mktemp('ood-models')
-    out = Path(shutil.copytree(trained_models/'tiny-densenet121', models/'tiny-densenet121'))
-    if not (out/ONNX_FILE).exists(): export_onnx(out)  # training writes it (chexpert-train), a bare bundle has none
+    sample = make_sample(models.parent/'ood-sample'/'CheXpert-SYNTHETIC-sample', patients=8, seed=0)
+    out = tiny_bundle(models/'tiny-densenet121', size=128, seed=0, thresholds={o: 0.5 for o in OBSERVATIONS[::2]})
+    export_onnx(out)
     model, config = load_bundle(out, 'cpu')
-    xrays = [load_image(p) for p in _xray_files(sample_dir)]
-    uploads = [load_image(data, name) for name, data in two_images(sample_dir)]
+    xrays = [load_image(p) for p in _xray_files(sample)]
+    uploads = [load_image(data, name) for name, data in two_images(sample)]
     fit, held = pooled_features(model, xrays[::2], config), pooled_features(model, xrays[1::2] + uploads, config)
     arrays, info = fit_ood(fit, held, quantile=1.0)
     highest = float(ood_scores(held, arrays, info).max())

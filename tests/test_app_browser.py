@@ -86,7 +86,7 @@ def files(sample_dir, tmp_path_factory):
     with open(d/'huge.dcm', 'wb') as f: f.truncate(WEBSOCKET_MAX_BYTES + 2**20)  # sparse; too large for one message
     import io, numpy as np
     from PIL import Image
-    from chexpert_nb.testing import make_dicom
+    from chexpert_nb.images import make_dicom
     (d/'grace_hopper.jpg').write_bytes(photograph()[1])
     big = Image.open(io.BytesIO(b2)).convert('L').resize((4750, 4750))  # 12-bit, 45 MB: a large detector's DICOM
     (d/'large.dcm').write_bytes(make_dicom(np.asarray(big, dtype=np.uint16) * 16))
