@@ -534,7 +534,9 @@ def train_cli(argv:list|None=None):
         raise SystemExit(f"chexpert-train: {_cli_error(e)}") from e
     if not rank_distrib(): print(f"wrote the model bundle to {cfg.out}")
 
-if __name__ == '__main__' and '__file__' in globals(): train_cli()  # `python -m chexpert_nb.train`, as `accelerate launch -m` runs it
+if __name__ == '__main__' and '__file__' in globals():  # `python -m chexpert_nb.train`, as `accelerate launch -m` runs it
+    from chexpert_nb.train import train_cli as _installed  # the module itself, not `__main__`: --help reads its field comments from its source
+    _installed()
 
 # %% ../nbs/12_train.ipynb #6572fdf8
 CACHE_ENV = 'CHEXPERT_CACHE'  # where `cached_bundle` keeps its models (default ~/.cache/chexpert_nb)

@@ -50,6 +50,9 @@ def test_help_lists_every_field_with_its_default_and_choices(monkeypatch):
                   '(default: Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion)', '--layout {chexpert,flat}',
                   '--resume', '--quiet', 'efficientnet_lite0', 'jfhealthcare', 'paper-best', 'pham2020', '--weights WEIGHTS']:
         assert shown in text, shown
+    r = subprocess.run([sys.executable, '-m', 'chexpert_nb.train', '--help'], capture_output=True, text=True,
+                       env={**os.environ, 'COLUMNS': '200'})  # as `accelerate launch -m` runs it: the same help
+    assert 'images are squished to size x size (default: 320)' in r.stdout, r.stdout[-2000:]
 
 @pytest.mark.parametrize('arch', ['efficientnet_b0', 'vgg16', 'DenseNet121'])
 def test_an_unsupported_arch_fails_before_any_data_listing_the_supported(arch, tmp_path, monkeypatch):
