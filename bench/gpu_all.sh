@@ -14,7 +14,8 @@
 #          step, because the device tool brings back at most 8 files from $OUT. --no-pack writes everything into $OUT.
 # Environment: OUT (default: a new temporary folder), PY (the python; default: the repo's .venv, the main worktree's
 #          .venv, else python3: the first that imports torch), WEIGHTS (DenseNet-121's ImageNet state dict, .pth),
-#          NIH_DATA (a folder holding nih-cxr14-sample and nih-cxr14-more), KEEP=1 (keep the trained bundles).
+#          NIH_DATA (a folder holding nih-cxr14-sample and nih-cxr14-more), KEEP=1 (keep the trained bundles),
+#          REAL_ARMS (bench/real_learning.py's --arms; default ours-densenet121,peer-densenet121), REAL_EPOCHS.
 #
 # On the GPU machine (no package registry there: nothing outside it can be reached) the packages its image lacks come
 # from wheels in .whl/ (made here by bench/gpu_wheels.sh; the call carries '.whl'), installed with
@@ -55,16 +56,16 @@ printf 'step\trc\tseconds\tnote\n' > "$SUMMARY"
 exec > >(tee -a "$RES/gpu_all.log") 2>&1
 
 # ---------------------------------------------------------------- sizes: the GPU run, or the dry run on this CPU
-CORES=$(nproc 2>/dev/null || echo 2)
+CORES=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)  # not OMP_NUM_THREADS
 if [ $DRY = 1 ]; then
   MODE="dry run (CPU, tiny sizes)"; DEV=cpu; SIZE=32; PATIENTS=8; WORKERS=0
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   STEP_ARGS=(--dry-run); DATA_ARGS=(--dry-run --patients $PATIENTS); TRAIN_BENCH_ARGS=(--dry-run --patients $PATIENTS)
   COMPILE_ARGS=(--dry-run --parts compile --json gpu_compile.json)
-  TRAIN_ARGS=(--size $SIZE --bs 4 --num-workers $WORKERS --ood-images 16)
+  TRAIN_ARGS=(--size $SIZE --bs 4 --num-workers $WORKERS --ood-images 16 --no-onnx)  # the ONNX export takes minutes on a small CPU
   EVAL_ARGS=(--device cpu --n-boot 20 --batch-size 8); PRED_ARGS=(--device cpu --batch-size 8)
   RESUME_ARGS=(--size $SIZE --bs 2 --limit 24 --checkpoint-every 2 --num-workers 0)
-  REAL_MIN=1
+  REAL_MIN=3
 else
   MODE="GPU"; DEV=cuda; SIZE=320; PATIENTS=1000; WORKERS=$((CORES < 16 ? CORES : 16))
   STEP_ARGS=(--parts opt,max-batch); DATA_ARGS=(--patients $PATIENTS --batches 20 --workers $WORKERS)
@@ -117,7 +118,8 @@ pack() {
   [ "$PACK" = 1 ] || return 0
   cp -f "$SUMMARY" "$RES/machine.txt" "$OUT/" 2>/dev/null
   [ -f "$RES/summary.txt" ] && cp -f "$RES/summary.txt" "$OUT/"
-  tar -czf "$OUT/results.tar.gz.tmp" -C "$RES" . 2>/dev/null && mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+  tar -czf "$OUT/results.tar.gz.tmp" --exclude='*.safetensors' --exclude='*.pth' --exclude='*.onnx' --exclude='*.pt' \
+      --exclude='*.npy' -C "$RES" . 2>/dev/null && mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
 
 record() {  # record STEP RC SECONDS NOTE
@@ -158,26 +160,22 @@ note() { echo "$*" >> "$STEP_NOTE"; }   # a step's own words for its summary row
 
 SKIP=99   # a step function's exit status for "skipped, and why is in its note"
 ARRAYS=(PRETRAIN STEP_ARGS DATA_ARGS TRAIN_BENCH_ARGS COMPILE_ARGS TRAIN_ARGS EVAL_ARGS PRED_ARGS RESUME_ARGS)
-SCALARS=(ROOT RES OUT SCRATCH DRY DEV SIZE PATIENTS WORKERS SAMPLE BUNDLE RESUME_OUT SITE NIH REAL_MIN WEIGHTS WEIGHTS_NOTE
+SCALARS=(ROOT RES OUT SCRATCH DRY DEV SIZE PATIENTS WORKERS CORES SAMPLE BUNDLE RESUME_OUT SITE NIH REAL_MIN WEIGHTS WEIGHTS_NOTE
          MODE BUDGET DEADLINE T_START PACK SUMMARY SKIP)
 
 s_machine() {
   {
     echo "== mode: $MODE; budget ${BUDGET}s; $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "== host: $(uname -a)"; echo "cores: $(nproc)"; free -g 2>/dev/null | head -2; df -h "$SCRATCH" 2>/dev/null | tail -1
+    echo "== host: $(uname -a)"; echo "cores: $CORES"; free -g 2>/dev/null | head -2; df -h "$SCRATCH" 2>/dev/null | tail -1
     echo "== nvidia-smi"; nvidia-smi 2>&1 || echo "(no nvidia-smi)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null
     echo "== python: $PY"
     "$PY" - <<'EOF' 2>&1
-import platform, sys, importlib.metadata as md
+import platform, sys
 print('python', platform.python_version(), sys.executable)
 import torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(),
       'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')
-for d in ('torchvision', 'numpy', 'pandas', 'fastai', 'fastcore', 'simplejpeg', 'pydicom', 'onnx', 'onnxruntime',
-          'onnxscript', 'opencv-python-headless', 'scikit-learn', 'safetensors'):
-    try: print(f'{d} {md.version(d)}')
-    except md.PackageNotFoundError: print(f'{d} (not installed)')
 EOF
     echo "== repo: $ROOT ($(git -C "$ROOT" log --oneline -1 2>/dev/null || echo 'no git'))"
     echo "== weights: $WEIGHTS_NOTE"; echo "== NIH X-rays: ${NIH:-not found}"
@@ -220,6 +218,14 @@ f = Path(chexpert_nb.__file__).resolve(); print('chexpert_nb from', f)
 assert f.is_relative_to(Path('$ROOT').resolve()), f'chexpert_nb is imported from {f}, not from this tree $ROOT'
 " || return 1
   [ -n "$(cat "$STEP_NOTE")" ] || note "nothing to install: every package was there"
+  "$PY" - <<'EOF' 2>&1 | tee -a "$RES/machine.txt"
+import importlib.metadata as md
+print('== packages, after the install step')
+for d in ('torch', 'torchvision', 'numpy', 'pandas', 'fastai', 'fastcore', 'fastprogress', 'simplejpeg', 'pydicom', 'onnx',
+          'onnxruntime', 'onnxscript', 'opencv-python-headless', 'scikit-learn', 'safetensors', 'matplotlib'):
+    try: print(f'{d} {md.version(d)}')
+    except md.PackageNotFoundError: print(f'{d} (not installed)')
+EOF
 }
 
 s_sample() {
@@ -314,25 +320,37 @@ s_real_learning() {
   local script=$ROOT/bench/real_learning.py
   if [ ! -f "$script" ]; then echo "bench/real_learning.py is not in this tree: skipped"; note "bench/real_learning.py is not in this tree"; return $SKIP; fi
   if [ -z "$NIH" ]; then echo "no NIH X-rays (shared/data/nih-cxr14-sample)"; note "no shared/data/nih-cxr14-sample"; return $SKIP; fi
-  # its options, as far as its --help lists them: the time budget, size, device, data and output folders
-  local help args=() left
+  # real_learning.py reads ROOT/../shared/data; the device copies shared/ INTO the checkout: link it there (GPU run only)
+  if [ ! -d "$ROOT/../shared/data/nih-cxr14-sample" ] && [ $DRY = 0 ]; then
+    ln -sfn "$(dirname "$NIH")" "$ROOT/../shared" && echo "linked $ROOT/../shared -> $(dirname "$NIH") (real_learning.py reads ../shared)"
+  fi
+  local left secs epochs arms help args
+  left=$((DEADLINE - $(date +%s) - 15)); secs=$((REAL_MIN * 60 < left ? REAL_MIN * 60 : left))
+  arms=${REAL_ARMS:-ours-densenet121,peer-densenet121}
+  # the script has no time budget: epochs from a rough cost on the GPU (~60 s of start, split, image loading and scoring
+  # for the two arms, ~10 s per epoch of both arms at 320 px with its single-process loading); REAL_EPOCHS overrides
+  if [ $DRY = 1 ]; then epochs=${REAL_EPOCHS:-1}
+  else epochs=${REAL_EPOCHS:-$(( (secs - 60) / 10 ))}; [ "$epochs" -lt 1 ] && epochs=1; [ "$epochs" -gt 30 ] && epochs=30; fi
   help=$("$PY" "$script" --help 2>&1)
-  left=$(( (DEADLINE - $(date +%s) - 20) ))
-  local secs=$((REAL_MIN * 60 < left ? REAL_MIN * 60 : left))
-  has() { grep -q -- "$1\b" <<< "$help"; }
-  has --dry-run && [ $DRY = 1 ] && args+=(--dry-run)
-  has --size && args+=(--size "$SIZE")
-  if has --minutes; then args+=(--minutes "$(awk -v s=$secs 'BEGIN{printf "%.2f", s/60}')")
-  elif has --budget-s; then args+=(--budget-s "$secs")
-  elif has --seconds; then args+=(--seconds "$secs")
-  elif has --time-budget; then args+=(--time-budget "$secs"); fi
-  has --device && args+=(--device "$DEV")
-  has --data && args+=(--data "$NIH")
-  has --out && args+=(--out "$RES/real_learning")
-  has --weights && [ -n "${WEIGHTS:-}" ] && args+=(--weights "$WEIGHTS")
-  mkdir -p "$RES/real_learning"
-  echo "python bench/real_learning.py ${args[*]}  (OUT=$RES/real_learning, NIH_DATA=$NIH, budget ${secs}s)"
-  (cd "$RES/real_learning" && OUT=$RES/real_learning NIH_DATA=$NIH REAL_LEARNING_SECONDS=$secs "$PY" "$script" "${args[@]}")
+  args=(--arms "$arms" --size "$SIZE" --epochs "$epochs" --out "$RES/real_learning/real_learning.json")
+  grep -q -- '--threads' <<< "$help" && args+=(--threads "$([ $DRY = 1 ] && echo 1 || echo "$CORES")")
+  grep -q -- '--n-boot' <<< "$help" && [ $DRY = 1 ] && args+=(--n-boot 20)
+  mkdir -p "$RES/real_learning" "$SCRATCH/tmp"
+  touch "$SCRATCH/real_learning.start"
+  echo "python bench/real_learning.py ${args[*]}   (budget ${secs}s; NIH X-rays in $NIH)"
+  TMPDIR=$SCRATCH/tmp OUT=$RES/real_learning timeout -k 5 "$secs" "$PY" "$script" "${args[@]}"
+  local rc=$?
+  # what its runs wrote (bundles in temporary folders): the small files, one folder deep, named by run
+  find "$SCRATCH/tmp" "$ROOT/models" -newer "$SCRATCH/real_learning.start" -type f \( -name evaluation.json -o -name MODEL_CARD.md \
+       -o -name '*.png' -o -name history.csv -o -name config.json -o -name evaluation.csv \) 2>/dev/null | while read -r f; do
+    cp -f "$f" "$RES/real_learning/$(basename "$(dirname "$f")")-$(basename "$f")"
+  done
+  ls "$RES/real_learning"
+  [ $rc = 124 ] && note "stopped at its ${secs}s budget ($epochs epochs asked; the JSON keeps the arms that finished)"
+  grep -m2 -E 'MEAN|RATIO auroc' "$RES/real_learning.log" 2>/dev/null | tr -s ' ' | while read -r l; do note "$l"; done
+  note "$arms, $SIZE px, $epochs epochs"
+  [ $rc = 124 ] && [ -s "$RES/real_learning/real_learning.json" ] && return 0
+  return $rc
 }
 
 summary() {
@@ -363,7 +381,7 @@ step train        $([ $DRY = 1 ] && echo 300 || echo 150) 30 s_train
 step evaluate     90 10 s_evaluate
 step predict      90 10 s_predict
 step resume       $([ $DRY = 1 ] && echo 300 || echo 120) 30 s_resume
-step real_learning $((REAL_MIN * 60 + 40)) 30 s_real_learning
+step real_learning $((REAL_MIN * 60 + 30)) 60 s_real_learning
 step gpu_compile  $([ $DRY = 1 ] && echo 150 || echo 240) 60 bench gpu_step.py "${COMPILE_ARGS[@]}"
 summary
 [ "${KEEP:-0}" = 1 ] && echo "kept the bundles and checkpoints in $SCRATCH (KEEP=1)" || rm -rf "$SCRATCH/site" "$SCRATCH/models"
