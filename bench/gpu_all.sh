@@ -349,7 +349,7 @@ s_real_learning() {
   [ $rc = 124 ] && note "stopped at its ${secs}s budget ($epochs epochs asked; the JSON keeps the arms that finished)"
   grep -m2 -E 'MEAN|RATIO auroc' "$RES/real_learning.log" 2>/dev/null | tr -s ' ' | while read -r l; do note "$l"; done
   note "$arms, $SIZE px, $epochs epochs"
-  [ $rc = 124 ] && [ -s "$RES/real_learning/real_learning.json" ] && return 0
+  if [ $rc = 124 ]; then [ -s "$RES/real_learning/real_learning.json" ] && return 0; return 1; fi  # its note says why
   return $rc
 }
 
