@@ -150,7 +150,7 @@ step() {
   note=$(tr '\n' ' ' < "$STEP_NOTE" | sed 's/ *$//'); rm -f "$STEP_NOTE"
   [ $rc = 124 ] || [ $rc = 137 ] && note="timed out after ${t}s${note:+; $note}"
   [ -z "$note" ] && note=$(grep -E '^RATIO ' "$RES/$name.log" | tr '\n' ';' | sed 's/;$//')
-  [ -z "$note" ] && [ $rc != 0 ] && note=$(grep -v '^\s*$' "$RES/$name.log" | tail -n 1 | cut -c1-200)
+  [ -z "$note" ] && note=$(grep -v '^\s*$' "$RES/$name.log" | tail -n 1 | cut -c1-200)
   record "$name" "$rc" "$dt" "$note"
   echo "   rc $rc in ${dt}s${note:+: $note}"
   [ $rc = 0 ] || [ $rc = skip ] || { echo "   last lines of $name.log:"; tail -n 8 "$RES/$name.log" | sed 's/^/   | /'; }
@@ -289,6 +289,7 @@ s_resume() {
   fi
   wait $pid 2>/dev/null
   epoch=$(grep -o '"epoch": [0-9]*' "$RESUME_OUT/checkpoints/last.json" | grep -o '[0-9]*$')
+  batch=$(grep -o '"batch": [0-9]*' "$RESUME_OUT/checkpoints/last.json" | grep -o '[0-9]*$')  # the checkpoint the kill left
   echo "killed the training run (pid $pid, kill -9) after its checkpoint at epoch $epoch, batch $batch:"
   cut -c1-300 "$RESUME_OUT/checkpoints/last.json"; echo
   echo "-- its log:"; tail -n 5 "$RES/resume_first.log"
@@ -377,7 +378,7 @@ step sample       120 10 s_sample
 step gpu_step     $([ $DRY = 1 ] && echo 180 || echo 75)  20 bench gpu_step.py "${STEP_ARGS[@]}"
 step gpu_data     $([ $DRY = 1 ] && echo 180 || echo 100) 20 bench gpu_data.py "${DATA_ARGS[@]}"
 step gpu_train    $([ $DRY = 1 ] && echo 180 || echo 100) 20 bench gpu_train.py "${TRAIN_BENCH_ARGS[@]}"
-step train        $([ $DRY = 1 ] && echo 300 || echo 150) 30 s_train
+step train        $([ $DRY = 1 ] && echo 300 || echo 200) 30 s_train
 step evaluate     90 10 s_evaluate
 step predict      90 10 s_predict
 step resume       $([ $DRY = 1 ] && echo 300 || echo 120) 30 s_resume
