@@ -385,5 +385,5 @@ step resume       $([ $DRY = 1 ] && echo 300 || echo 120) 30 s_resume
 step real_learning $((REAL_MIN * 60 + 30)) 60 s_real_learning
 step gpu_compile  $([ $DRY = 1 ] && echo 150 || echo 240) 60 bench gpu_step.py "${COMPILE_ARGS[@]}"
 summary
-[ "${KEEP:-0}" = 1 ] && echo "kept the bundles and checkpoints in $SCRATCH (KEEP=1)" || rm -rf "$SCRATCH/site" "$SCRATCH/models"
+[ "${KEEP:-0}" = 1 ] && echo "kept the bundles and checkpoints in $SCRATCH (KEEP=1)" || rm -rf "$SCRATCH"  # results: in $OUT
 exit 0
