@@ -247,7 +247,7 @@ s_train() {
   rm -rf "$BUNDLE"
   cli train train_cli --data "$SAMPLE" --out "$BUNDLE" --epochs 1 "${PRETRAIN[@]}" "${TRAIN_ARGS[@]}" --quiet || return
   mkdir -p "$RES/train_bundle"
-  cp -f "$BUNDLE"/{config.json,history.csv} "$RES/train_bundle/" 2>/dev/null
+  for f in config.json history.csv validation.json MODEL_CARD.md; do [ -f "$BUNDLE/$f" ] && cp -f "$BUNDLE/$f" "$RES/train_bundle/"; done
   ls -la "$BUNDLE"
   note "$("$PY" -c "import pandas as pd; r = pd.read_csv('$BUNDLE/history.csv').iloc[-1]; print(f\"1 epoch: train_loss {r.train_loss:.4f}, valid_loss {r.valid_loss:.4f}, nanmean_auroc {r.nanmean_auroc:.3f}, {r.time}\")" 2>&1 | tail -n 1)"
 }
@@ -256,7 +256,7 @@ s_evaluate() {
   [ -f "$BUNDLE/config.json" ] || { note "no bundle: the train step failed"; return 1; }
   cli report evaluate_cli --model "$BUNDLE" --csv "$SAMPLE/valid.csv" --no-progress "${EVAL_ARGS[@]}" || return
   mkdir -p "$RES/train_bundle"
-  for f in evaluation.json evaluation.csv roc.png reliability.png MODEL_CARD.md config.json; do
+  for f in evaluation.json evaluation.csv roc.png reliability.png MODEL_CARD.md validation.json config.json; do
     [ -f "$BUNDLE/$f" ] && cp -f "$BUNDLE/$f" "$RES/train_bundle/"
   done
   note "$("$PY" -c "
@@ -342,7 +342,7 @@ s_real_learning() {
   TMPDIR=$SCRATCH/tmp OUT=$RES/real_learning timeout -k 5 "$secs" "$PY" "$script" "${args[@]}"
   local rc=$?
   # what its runs wrote (bundles in temporary folders): the small files, one folder deep, named by run
-  find "$SCRATCH/tmp" "$ROOT/models" -newer "$SCRATCH/real_learning.start" -type f \( -name evaluation.json -o -name MODEL_CARD.md \
+  find "$SCRATCH/tmp" "$ROOT/models" -newer "$SCRATCH/real_learning.start" -type f \( -name evaluation.json -o -name MODEL_CARD.md -o -name validation.json \
        -o -name '*.png' -o -name history.csv -o -name config.json -o -name evaluation.csv \) 2>/dev/null | while read -r f; do
     cp -f "$f" "$RES/real_learning/$(basename "$(dirname "$f")")-$(basename "$f")"
   done
