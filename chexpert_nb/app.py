@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_app.ipynb #2ff7d21c
 from __future__ import annotations
-import io, os, html, ipaddress, json, secrets, tempfile
+import io, html, ipaddress, json, secrets, tempfile
 from importlib.resources import files
 from datetime import datetime, timezone
 from pathlib import Path

@@ -15,7 +15,7 @@ from .files import FileLimitError, read_bytes, replace_atomically, sha256
 from .labels import resolve_policy, n_outputs
 from .model import ARCHS, build_model, normalize_stats
 from .selfcheck import CHECKS, preprocessing, make_reference, check_reference, act_on_check
-if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
+if TYPE_CHECKING: from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'OOD_FILE', 'INCOMPLETE_FILE', 'CONFIG_MAX_MB',

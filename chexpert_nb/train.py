@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, errno, fcntl, hashlib, importlib.util, json, math, os, shutil, sys, tempfile, warnings
+import argparse, errno, fcntl, hashlib, importlib.util, json, math, os, shutil, sys, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from .datasets import NIH_SPLIT_FILES, read_dataset
 from .images import load_image
 from .metrics import auroc_table, nanmean, bootstrap_auroc
 from .card import save_validation, write_model_card
-from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split, PRESETS, POLICIES
+from .labels import resolve_policy, make_targets, n_outputs, to_probs, ChexpertLoss, patient_split
 from .model import ARCHS, check_arch, build_model, model_splitter, normalize_stats, PretrainedWeightsError
 from .fastdata import radiograph_block, retain_freed_memory
 from .bundle import BundleConfig, BundleError, save_bundle, read_config, mark_complete, is_bundle
@@ -31,7 +31,7 @@ from .calibration import fit_calibration, set_calibration, MIN_PER_CLASS
 from .ood import pooled_features, fit_ood, save_ood
 from .onnx import export_onnx
 from .runs import (BestModel, History, EpochLog, Checkpoint, CheckpointError, read_checkpoint, load_checkpoint,
-    RunLockedError, LOCK_FILE, lock_holder, refuse_locked, run_lock)
+    RunLockedError, lock_holder, refuse_locked, run_lock)
 
 # %% auto #0
 __all__ = ['ArchName', 'CACHE_ENV', 'TrainConfig', 'parse_policy', 'parse_tasks', 'check_train', 'ResumableDL',
@@ -313,7 +313,7 @@ def _sample_files(df:pd.DataFrame, n:int, seed:int) -> list:
     keep = np.sort(np.random.default_rng(seed).choice(len(df), min(n, len(df)), replace=False))
     return df['file'].to_numpy()[keep].tolist()
 
-def _features(model:nn.Module, files:list, config:BundleConfig, chunk:int=64) -> np.ndarray:
+def _features(model:torch.nn.Module, files:list, config:BundleConfig, chunk:int=64) -> np.ndarray:
     "`pooled_features` of image files, opened (in full, as the validation path and the predictor do) a chunk at a time."
     return np.concatenate([pooled_features(model, [load_image(f) for f in files[i:i + chunk]], config)
                            for i in range(0, len(files), chunk)])
