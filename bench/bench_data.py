@@ -48,7 +48,7 @@ def main(size=320, bs=32, reps=5, patients=100, device='cpu', workers=0, threads
 
     runs = {'floor: PIL decode + resize (baseline)': floor}
     try:
-        from chexpert_nb.train import chexpert_dls
+        from chexpert_nb.learner import chexpert_dls
     except ImportError as e:
         chexpert_dls = None; print(f"   chexpert_nb.train.chexpert_dls not available ({e}): pipeline not measured")
     if chexpert_dls is not None:
@@ -126,7 +126,7 @@ def before_dls(train, valid, size, bs, num_workers, device):
                                    ResizeMethod, aug_transforms, Normalize)
     from chexpert_nb.labels import make_targets
     from chexpert_nb.model import normalize_stats
-    from chexpert_nb.train import radiograph_augmentations
+    from chexpert_nb.learner import radiograph_augmentations
     files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
     targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
     st = normalize_stats(1)
@@ -147,7 +147,7 @@ class _Lookup:
 
 
 def _has_cv2():
-    try: import cv2; return True
+    try: import cv2; return True  # noqa: F401
     except ImportError: return False
 
 

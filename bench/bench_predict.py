@@ -55,7 +55,7 @@ def main(reps: int = 21, size: int = 320, threads: int = 1) -> int:
     from chexpert_nb.images import load_image
     from chexpert_nb.model import preprocess
     from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.train import chexpert_dls, chexpert_learner
+    from chexpert_nb.learner import chexpert_dls, chexpert_learner
     print(f"== predictor latency: file bytes -> 14 probabilities, batch of one, CPU\n   "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}")
     tmp = Path(tempfile.mkdtemp())

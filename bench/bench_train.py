@@ -26,7 +26,7 @@ def main(size=64, bs=16, steps=8, rounds=2, warmup=2, threads=1, patients=100) -
     from chexpert_nb.data import read_chexpert_csv
     from chexpert_nb.labels import ChexpertLoss
     from chexpert_nb.bundle import BundleConfig
-    from chexpert_nb.train import chexpert_dls, chexpert_learner
+    from chexpert_nb.learner import chexpert_dls, chexpert_learner
     header(f'Training step: DenseNet-121 at {size} px, batch {bs}, CPU, torch threads {torch.get_num_threads()}')
     root = bench_sample(patients)
     train = read_chexpert_csv(root/'train.csv', root=root); valid = read_chexpert_csv(root/'valid.csv', root=root)

@@ -30,6 +30,13 @@ VARIANTS = {'chexpert_dls': 'chexpert_dls', 'before': 'before (fastai batch aug)
             'cache+before': 'cache + before'}  # --variants name -> the name printed and recorded
 
 
+class _Lookup:
+    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai (the library's own is private)."
+    def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
+    def __call__(self, i):
+        import torch
+        return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
+
 def before_dls(train, valid, size, bs, num_workers, device):
     "The DataLoaders `chexpert_dls` made before the fast path: fastai's ImageBlock, squish, batch augmentation, Normalize."
     import numpy as np
@@ -37,7 +44,7 @@ def before_dls(train, valid, size, bs, num_workers, device):
                                    ResizeMethod, aug_transforms, Normalize)
     from chexpert_nb.labels import make_targets
     from chexpert_nb.model import normalize_stats
-    from chexpert_nb.train import radiograph_augmentations, _Lookup
+    from chexpert_nb.learner import radiograph_augmentations
     files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
     targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
     st = normalize_stats(1)
@@ -79,7 +86,7 @@ def main():
     from multiprocessing import get_context
     from chexpert_nb.sample import make_sample
     from chexpert_nb.data import read_chexpert_csv
-    from chexpert_nb.train import chexpert_dls
+    from chexpert_nb.learner import chexpert_dls
     from chexpert_nb.fastdata import cache_dataset
     workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
     workers = max(workers, 1)  # the floor runs in a pool of `workers` processes

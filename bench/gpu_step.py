@@ -50,7 +50,7 @@ def main():
     from fastai.optimizer import OptimWrapper
     from chexpert_nb.labels import ChexpertLoss, n_outputs
     from chexpert_nb.model import build_model
-    from chexpert_nb.train import paper_adam
+    from chexpert_nb.learner import paper_adam
     dev = torch.device(args.device); cuda = args.device == 'cuda'
     if cuda: torch.backends.cudnn.benchmark = True  # as fastai's default device setup does for fixed-size batches
     header(f"gpu_step: DenseNet-121 at {args.size} px, bs {args.bs}, device {args.device}"

@@ -52,7 +52,7 @@ def main():
     from chexpert_nb.labels import ChexpertLoss
     from chexpert_nb.bundle import BundleConfig
     from chexpert_nb.model import build_model
-    from chexpert_nb.train import chexpert_dls, chexpert_learner, paper_adam
+    from chexpert_nb.learner import chexpert_dls, chexpert_learner, paper_adam
     fused = partial(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, **({'fused': True} if dev == 'cuda' else {}))
     header(f"gpu_train: DenseNet-121 at {args.size} px, bs {args.bs}, mixed precision, channels-last, {args.opt} Adam")
     gpu = torch.cuda.get_device_name() if dev == 'cuda' else 'none (dry run on the CPU)'
