@@ -4,21 +4,14 @@
 
 # %% ../nbs/18_app.ipynb #2ff7d21c
 from __future__ import annotations
-import io, html, ipaddress, json, secrets, tempfile
-from importlib.resources import files
-from datetime import datetime, timezone
+import io, html
+from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 import ipywidgets as widgets
 from IPython.display import display, Javascript
 from matplotlib.figure import Figure
-from fastcore.script import call_parse
-from tornado import web
-from traitlets import Integer
-from traitlets.config import Config
-from voila.app import Voila
-from voila.tornado.handler import TornadoVoilaHandler
 from .observations import COMPETITION_TASKS
 from .files import unique_names
 from .data import project_root
@@ -30,10 +23,9 @@ from .heatmaps import gradcam, overlay
 
 # %% auto #0
 __all__ = ['NO_OOD', 'MAX_FILE_MB', 'MAX_UPLOAD_MB', 'WEBSOCKET_MAX_BYTES', 'UPLOAD_GUARD_JS', 'OOD_WARNING', 'BANNER',
-           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'PAGE', 'BUSY_HTML', 'models_dir', 'model_label', 'model_summary',
-           'card_html', 'read_upload', 'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html',
-           'bar_chart', 'thumbnail', 'ChexpertApp', 'is_loopback', 'write_page', 'AppPageHandler', 'AppVoila',
-           'voila_config', 'app_cli']
+           'HOW_TO_TRAIN', 'ENGINE_NAMES', 'models_dir', 'model_label', 'model_summary', 'card_html', 'read_upload',
+           'study_table', 'view_checks', 'from_flagged', 'view_notes_html', 'table_html', 'bar_chart', 'thumbnail',
+           'ChexpertApp']
 
 # %% ../nbs/18_app.ipynb #67d5200d
 def models_dir(path:str|Path|None=None, # a folder of model bundles; default `models/` of the project
@@ -461,124 +453,3 @@ class ChexpertApp:
             self.cams.children = cards
         except Exception as e:
             self.cams.children = [widgets.HTML(_status(f'Grad-CAM failed: {html.escape(str(e))}', 'error'))]
-
-# %% ../nbs/18_app.ipynb #b8f403c3
-PAGE = 'app_page.ipynb'  # the page Voila serves: one cell that shows `ChexpertApp`, shipped inside the package
-
-def is_loopback(ip:str, # an address to listen on: '127.0.0.1', '::1', 'localhost', '0.0.0.0'...
-               ) -> bool:
-    "Whether a server listening on `ip` can be reached from this machine only."
-    if ip == 'localhost': return True
-    try: return ipaddress.ip_address(ip).is_loopback
-    except ValueError: return False
-
-def write_page(models:str|Path, # the folder of model bundles the page lists (written as an absolute path)
-               folder:str|Path, # where to write the page: a fresh temporary folder, since Voila serves its files
-              ) -> Path:
-    "A copy of the package's page in `folder`, with the models folder written into its one cell."
-    nb = json.loads((files('chexpert_nb')/PAGE).read_text())
-    src = ''.join(nb['cells'][0]['source'])
-    if src.count('models=None') != 1:
-        raise ValueError(f"chexpert_nb/{PAGE} should hold one cell calling ChexpertApp(models=None); it holds {src!r}")
-    nb['cells'][0]['source'] = src.replace('models=None', f'models={str(Path(models).resolve())!r}')
-    out = Path(folder)/PAGE
-    out.write_text(json.dumps(nb, indent=1) + '\n')
-    return out
-
-# %% ../nbs/18_app.ipynb #9f52b064
-BUSY_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Busy: try again shortly</title>
-<meta http-equiv="refresh" content="30"></head>
-<body style="font-family:sans-serif;max-width:40em;margin:4em auto" class="chexpert-busy">
-<h1>The app is busy</h1><p>All %d sessions are in use. Please try again in a minute:
-this page retries by itself every 30 seconds.</p></body></html>"""
-
-class AppPageHandler(TornadoVoilaHandler):
-    "Voila's page handler that sets the `_xsrf` cookie and answers 503 (busy) when `voila_max_sessions` pages are served."
-    rendering = 0  # pages being rendered now (their kernels may not be in the kernel manager yet)
-
-    def held_kernels(self) -> set:
-        "The kernels not waiting in the preheated pool: those of pages, and a preheated one still warming."
-        km = self.kernel_manager
-        ready = {t.result()['kernel_id'] for pool in getattr(km, '_pools', {}).values() for t in pool
-                 if t.done() and not t.cancelled() and t.exception() is None}
-        return set(km.list_kernel_ids()) - ready
-
-    def sessions_in_use(self) -> int:
-        "An upper bound on the pages served: the held kernels (a warming preheated one costs as much) and renders in flight."
-        return len(self.held_kernels()) + AppPageHandler.rendering
-
-    @web.authenticated
-    async def get(self, path=None):
-        self.xsrf_token  # sets the _xsrf cookie, which the page's shutdown request on closing needs
-        cap = self.settings.get('voila_max_sessions', 0)
-        if cap and not path and self.sessions_in_use() >= cap:
-            self.log.warning("Busy: %d sessions in use, a page refused", cap)
-            self.set_status(503); self.set_header('Retry-After', '30')
-            self.set_header('Cache-Control', 'no-cache, no-store, must-revalidate')
-            return self.finish(BUSY_HTML % cap)
-        held = self.held_kernels()
-        AppPageHandler.rendering += 1
-        try: await super().get(path)
-        finally:
-            AppPageHandler.rendering -= 1
-            for kernel_id in self.held_kernels() - held:  # this page's kernel (and the preheated one that replaces it)
-                # a preheated kernel may have waited longer than the cull timeout: not culled before the page connects
-                self.kernel_manager.get_kernel(kernel_id).last_activity = datetime.now(timezone.utc)
-
-class AppVoila(Voila):
-    "Voila serving the app's page through `AppPageHandler`."
-    max_sessions = Integer(0, config=True, help="Most pages served at once (the preheated kernel not counted); 0: no limit.")
-
-    def init_settings(self):
-        settings = super().init_settings()
-        settings['voila_max_sessions'] = self.max_sessions
-        return settings
-
-    def init_handlers(self):
-        return [(h[0], AppPageHandler, *h[2:]) if h[1] is TornadoVoilaHandler else h for h in super().init_handlers()]
-
-# %% ../nbs/18_app.ipynb #b174d286
-def voila_config(port:int=8866, # the port to serve on (no other port is tried)
-                 ip:str='127.0.0.1', # the address to listen on
-                 token:str|None=None, # the token visitors need; required when `ip` is not loopback
-                 max_sessions:int=4, # the most pages served at once (0: no limit)
-                 cull_idle:int=600, # seconds after which a kernel without a page is shut down
-                 cull_interval:int=60, # seconds between checks for such kernels
-                 preheat:bool=True, # run the page in a waiting kernel before anyone asks
-                 websocket_max_bytes:int=10 * 2**20, # the largest websocket message (an upload's files together)
-                ) -> Config:
-    "The settings of `AppVoila` for the app, all in one place."
-    loopback = is_loopback(ip)
-    if not loopback and not token:
-        raise ValueError(f"serving on {ip} reaches other machines: give visitors a token (chexpert-app --token ...), "
-                         "or serve on 127.0.0.1")
-    c = Config()
-    c.Voila.update(ip=ip, port=port, port_retries=0, open_browser=False, max_sessions=max_sessions, token=token or '',
-                   tornado_settings={'websocket_max_message_size': websocket_max_bytes,
-                                     'allow_remote_access': not loopback})  # loopback: 403 for a foreign Host
-    c.VoilaConfiguration.update(preheat_kernel=preheat, theme='light', file_allowlist=[],
-                                extension_denylist=['jupyterlab-jupytext'])  # a dev tool's lab extension, broken in Voila
-    c.MappingKernelManager.update(cull_idle_timeout=cull_idle, cull_interval=cull_interval)
-    return c
-
-# %% ../nbs/18_app.ipynb #e4a705b9
-@call_parse
-def app_cli(port:int=8866, # the port to serve on
-            ip:str='127.0.0.1', # the address to listen on; off loopback (e.g. 0.0.0.0) visitors need a token
-            models:str=None, # the folder of model bundles; default `models/` of the project (or of the working folder)
-            token:str=None, # the token visitors need (`?token=...`); default: none on loopback, else a random one
-            max_sessions:int=4, # the most pages served at once; more visitors get a 'busy, try again' page
-            cull_idle:int=600, # seconds after which a kernel whose page has gone is shut down
-            cull_interval:int=60, # seconds between checks for such kernels
-            cold:bool=False, # no preheated kernel: each page starts its own (slower; for benchmarks)
-           ):
-    "Serve the app with Voila and print its address."
-    if token is None and not is_loopback(ip): token = secrets.token_urlsafe(24)
-    config = voila_config(port, ip, token, max_sessions, cull_idle, cull_interval, not cold, WEBSOCKET_MAX_BYTES)
-    models = models_dir(models).resolve()
-    found = list_models(models)
-    print(f"chexpert-app: serving http://{ip}:{port}/{'?token=' + token if token else ''} with " +
-          (f"model {found[0].name} (the newest of {len(found)} in {models})" if found else
-           f"no model yet in {models}: the page says how to train one"), flush=True)
-    with tempfile.TemporaryDirectory(prefix='chexpert-app-') as folder:
-        AppVoila.launch_instance(argv=[str(write_page(models, folder))], config=config)
