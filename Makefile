@@ -8,7 +8,7 @@ SAMPLE := data/CheXpert-SYNTHETIC-sample
 RUNS := runs
 APP_PORT ?= 8866
 
-.PHONY: install sync-check test demo docs app bench clean
+.PHONY: install sync-check lint test test-slow demo docs app bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,21 @@ sync-check: $(STAMP)
 # outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
 # The notebooks write their bundles to temporary folders and pytest keeps its last runs: here both go to one folder
 # made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk).
-test: sync-check
+# pyflakes' checks and a line-length rule ([tool.ruff] in pyproject.toml) on the library, the tests and the benchmarks.
+lint: $(STAMP)
+	$(BIN)/ruff check chexpert_nb tests bench
+
+test: sync-check lint
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test && \
 	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
+
+# What `make test` leaves out for time (minutes of CPU for little more coverage): notebook cells tagged `#| slow` and
+# tests marked `slow` (the ONNX export of every architecture of the table; one per family runs in `make test`).
+test-slow: sync-check
+	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test --flags slow && \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -m slow
 
 $(SAMPLE)/train.csv: $(STAMP)
 	$(BIN)/chexpert-sample $(SAMPLE)
@@ -44,9 +55,12 @@ demo: $(STAMP) $(SAMPLE)/train.csv
 	$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 --output-dir $(RUNS) nbs/tutorial.ipynb
 	$(BIN)/chexpert-app --port $(APP_PORT)
 
-# The outputs kept in the committed notebooks (plots, tables, pictures): the data notebook on the real train.csv,
-# the policy tables, evaluation on simulated studies and the tutorial on the synthetic sample, executed in place.
-DOC_NBS := nbs/00_data.ipynb nbs/01_labels.ipynb nbs/07_evaluate.ipynb nbs/tutorial.ipynb
+# The outputs kept in the committed notebooks (plots, tables, pictures), executed in place: the data notebook on the
+# real train.csv, the sample's pictures, the policy tables, the metrics and evaluation on simulated studies, the
+# learner's batch, training's lr_find and curve, Grad-CAM, the app's screenshot and the tutorial on the data at hand.
+DOC_NBS := nbs/01_data.ipynb nbs/01a_sample.ipynb nbs/03_labels.ipynb nbs/07a_metrics.ipynb nbs/11b_card.ipynb \
+  nbs/11c_learner.ipynb nbs/12_train.ipynb nbs/15_heatmaps.ipynb nbs/16_evaluate.ipynb nbs/17_report.ipynb \
+  nbs/18_app.ipynb nbs/tutorial.ipynb
 docs: $(STAMP) $(SAMPLE)/train.csv
 	for nb in $(DOC_NBS); do \
 	  OMP_NUM_THREADS=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; done

@@ -111,7 +111,8 @@ def _full_res(size, n, reps):
         if not c.exists(): small_gray(f, size).resize((size, size), Image.BILINEAR).save(c, quality=95)
     runs = {'full decode + resize (floor)': lambda: [Image.open(f).convert('L').resize((size, size), Image.BILINEAR) for f in files],
             'read_gray (1/2..1/8 JPEG decoding) + resize': lambda: [small_gray(f, size).resize((size, size), Image.BILINEAR) for f in files],
-            f'from the {size} px cache (decode + no-op resize)': lambda: [Image.open(c).convert('L').resize((size, size), Image.BILINEAR) for c in small]}
+            f'from the {size} px cache (decode + no-op resize)':
+                lambda: [Image.open(c).convert('L').resize((size, size), Image.BILINEAR) for c in small]}
     times = interleaved(runs, reps=reps, warmup=1)
     base = med(times['full decode + resize (floor)'])
     print(f"   full resolution: {n} JPEGs of 2320 x 2828, {np.mean([f.stat().st_size for f in files]) / 1024:.0f} kB on average")

@@ -6,7 +6,8 @@
   bundle cost before the bundle module existed (`infer.load_bundle` imported `chexpert_nb.train`).
 
 Each is a fresh `python -c` process, alternated (A B A B ...), one torch thread; peak memory is the child's own
-VmHWM (`ru_maxrss` would carry over the parent's peak, which has imported torch). The model is a 320 px DenseNet-121 bundle with random weights (`testing.tiny_bundle`), the image a
+VmHWM (`ru_maxrss` would carry over the parent's peak, which has imported torch). The model is a 320 px DenseNet-121
+bundle with random weights (`testing.tiny_bundle`), the image a
 real NIH X-ray from ../shared when present, else a synthetic one. Target: the candidate takes <= 0.8x the
 baseline's time (the import of fastai is what it saves; torch itself is most of what is left).
 """

@@ -252,7 +252,8 @@ table.chexpert-table th, table.chexpert-table td { padding: 2px 8px; border-bott
                                                    white-space: nowrap; }
 table.chexpert-table td.obs { text-align: left; } td.study-prob { font-weight: bold; }
 td.decision.positive { color: #b03a2e; font-weight: bold; } td.decision.no-threshold { color: #999; }
-table.chexpert-table .ood-flagged, table.chexpert-table td.from-flagged, table.chexpert-table td.decision.from-flagged, .chexpert-card.card-ood .file-ok,
+table.chexpert-table .ood-flagged, table.chexpert-table td.from-flagged, table.chexpert-table td.decision.from-flagged,
+.chexpert-card.card-ood .file-ok,
 .chexpert-card.card-ood .cam-prob { color: #aaa; }
 table.chexpert-table th.ood-flagged::before { content: "\\26A0  "; color: #b03a2e; }
 .ood-warning { color: #b03a2e; background: #fdecea; border-left: 3px solid #b03a2e; padding: 2px 6px; max-width: 260px; }

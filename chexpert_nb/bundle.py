@@ -54,7 +54,7 @@ class BundleConfig:
     onnx: dict = field(default_factory=dict)  # model.onnx, when exported: {'file', 'opset', 'inputs', 'outputs', 'torch'}
     reference: dict = field(default_factory=dict)  # the self-check: the model's outputs on seeded inputs at export
     calibration: dict = field(default_factory=dict)  # {'method': 'temperature', 'temperatures': {obs: T}, 'fitted_on': {...}}
-    ood: dict = field(default_factory=dict)  # ood.safetensors, when fitted: {'file', 'method', 'threshold', 'quantile', 'n_fit', 'n_holdout', 'feature', ...}
+    ood: dict = field(default_factory=dict)  # ood.safetensors, when fitted: {'file', 'method', 'threshold', 'quantile', 'n_fit', ...}
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict: return asdict(self)

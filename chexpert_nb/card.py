@@ -77,7 +77,8 @@ def _data_section(c:BundleConfig, v:dict|None) -> list:
             if d.get('synthetic') else f"real images ({_code(d.get('dataset'))})")
     out = ['## Training data', f"- {kind}, from {_code(d.get('root'))} ({_code(d.get('csv'))}).",
            f"- {d.get('n_train')} training and {d.get('n_valid')} validation images"
-           + (f", {v['about']['n_patients_train']} and {v['about']['n_patients_valid']} patients" if v and 'n_patients_train' in v.get('about', {}) else '')
+           + (f", {v['about']['n_patients_train']} and {v['about']['n_patients_valid']} patients"
+              if v and 'n_patients_train' in v.get('about', {}) else '')
            + f"; validation: {d.get('valid')}" + (f", patients from {_code(d['patient_column'])}" if d.get('patient_column') else '') + '.']
     if v and v['about'].get('unlabelled'):
         out.append(f"- Not labelled in this data (masked in the loss, not scored): {', '.join(v['about']['unlabelled'])}.")

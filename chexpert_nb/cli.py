@@ -10,7 +10,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['check_config', 'config_parser', 'config_from_args', 'progress']
+__all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'progress']
 
 # %% ../nbs/00b_cli.ipynb #c081ec74
 def _choices(hint) -> tuple|None:
@@ -28,11 +28,11 @@ def check_config(cfg) -> None:
         if choices is not None and value not in choices:
             raise ValueError(f"--{f.name.replace('_', '-')} {value!r}: choose one of {', '.join(map(str, choices))}.")
 
-def _argument(cls, f:dataclasses.Field) -> tuple[str, dict]:
+def config_argument(cls, f:dataclasses.Field) -> tuple[str, dict]:
     "The option of dataclass field `f`: its flag and `add_argument`'s keywords (help: the field's comment)."
     default = f.default_factory() if f.default is MISSING else f.default
     hint = get_type_hints(cls)[f.name]
-    kw = dict(default=default, help=(docments(cls)[f.name] or f.name).replace('%', '%%'))
+    kw = dict(default=default, help=(f.metadata.get('help') or docments(cls)[f.name] or f.name).replace('%', '%%'))
     base = next((t for t in get_args(hint) if t is not type(None)), hint)  # int|None -> int
     if choices := _choices(hint):
         kw['choices'], kw['type'] = [c for c in choices if c is not None], type(choices[0])
@@ -50,7 +50,7 @@ def config_parser(cls, # a configuration dataclass
     "An `ArgumentParser` with one option per field of `cls` (its default and comment)."
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(cls):
-        flag, kw = _argument(cls, f)
+        flag, kw = config_argument(cls, f)
         if f.name == positional: p.add_argument(f.name, nargs='+', help=kw['help'])
         else: p.add_argument(flag, **kw)
     return p

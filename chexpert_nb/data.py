@@ -53,7 +53,8 @@ def project_root() -> Path:
 class CheXpertCSVError(ValueError):
     "A CheXpert CSV that cannot be used as it is; the message names the file, line and value."
 
-CHEXPERT_PATH = r'^(?:[^/]+/)?(?P<rel>(?P<split>train|valid|test)/(?P<patient>patient\d+)/(?P<study>study\d+)/(?P<view>view\d+_(?:frontal|lateral))\.(?:jpg|jpeg|png))$'
+CHEXPERT_PATH = (r'^(?:[^/]+/)?(?P<rel>(?P<split>train|valid|test)/(?P<patient>patient\d+)/(?P<study>study\d+)/'
+                 r'(?P<view>view\d+_(?:frontal|lateral))\.(?:jpg|jpeg|png))$')
 
 def csv_line(i:int) -> int:
     "The line of data row `i` in its CSV file (1-based, after the header): what error messages name."

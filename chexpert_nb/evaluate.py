@@ -197,7 +197,7 @@ class EvalConfig:
     save: bool = True  # write evaluation.csv/.json, the per-image predictions and the plots into the model folder
     save_thresholds: bool = True  # record the thresholds chosen here in the bundle's config.json
     calibrate: bool = False  # fit a calibration per observation on these studies and record it in the bundle
-    calibration: Literal['platt', 'temperature'] = 'platt'  # with --calibrate: 'platt' (a temperature and a bias: corrects another base rate) or 'temperature'
+    calibration: Literal['platt', 'temperature'] = 'platt'  # with --calibrate: 'platt' (temperature and bias: a new base rate) or 'temperature'
     min_per_class: int = MIN_PER_CLASS  # with --calibrate: studies of each class an observation needs for its calibration
     device: str|None = None  # 'cpu' or 'cuda' (default: cuda when available)
     progress: bool = True  # show progress (a bar on a terminal, a line every few seconds in a log)

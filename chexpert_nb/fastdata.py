@@ -57,7 +57,7 @@ def squish_warp(img:np.ndarray|Image.Image, # an 8-bit gray image: (h, w) array 
 
 # %% ../nbs/11_fastdata.ipynb #4a578008
 class RadiographLoader(RandTransform):
-    "Image file -> (1, `size`, `size`) uint8 `TensorImageBW`: the agreed preprocessing, plus in training fastai's rotation, zoom, brightness and contrast done per image in one warp and one lookup."
+    "Image file -> (1, `size`, `size`) uint8 `TensorImageBW`: the agreed preprocessing (and in training, fastai's augmentation)."
     split_idx, order = None, 0  # train and valid (training decides by split_idx); the first transform of the block
     def __init__(self, size:int, # square side
                  max_rotate:float=10., # training: rotation drawn from +-max_rotate degrees, with probability p_affine

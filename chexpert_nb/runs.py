@@ -46,7 +46,7 @@ def save_learner(learn:Learner, name:str, with_opt:bool=True) -> Path:
 
 # %% ../nbs/11a_runs.ipynb #653eb6cb
 class _TrainedEpochs:
-    "A callback mixin whose per-epoch work (`epoch_done`) runs only after epochs that trained: not those that `fit(start_epoch=)` skips on a resume, nor `get_preds`."
+    "A callback mixin whose `epoch_done` runs only after epochs that trained: not those `fit(start_epoch=)` skips on a resume, nor `get_preds`."
     trained = False
     def before_train(self): self.trained = True
     def after_epoch(self):

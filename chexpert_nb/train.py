@@ -24,7 +24,7 @@ from .datasets import NIH_SPLIT_FILES, read_dataset
 from .images import load_image
 from .metrics import bootstrap_auroc
 from .card import save_validation, write_model_card
-from .labels import resolve_policy, n_outputs, to_probs, patient_split
+from .labels import resolve_policy, n_outputs, to_probs, patient_split, PRESETS, POLICIES
 from .model import ARCHS, check_arch, normalize_stats, PretrainedWeightsError
 from .learner import chexpert_dls, chexpert_learner
 from .bundle import BundleConfig, BundleError, save_bundle, read_config, mark_complete, is_bundle
@@ -35,37 +35,40 @@ from .runs import (BestModel, History, EpochLog, Checkpoint, CheckpointError, re
     RunLockedError, lock_holder, refuse_locked, run_lock)
 
 # %% auto #0
-__all__ = ['ArchName', 'CACHE_ENV', 'TrainConfig', 'parse_policy', 'parse_tasks', 'check_train', 'load_frames', 'bundle_config',
-           'add_onnx', 'add_calibration', 'add_ood', 'add_validation', 'finish_bundle', 'GlooDL', 'distributed',
-           'fit_stage', 'start_run', 'run_data', 'make_dls', 'make_learner', 'claim_folder', 'relabel_uncertain',
-           'fit_stages', 'write_bundle', 'train', 'train_parser', 'train_cli', 'cached_bundle']
+__all__ = ['ArchName', 'POLICY_HELP', 'CACHE_ENV', 'TrainConfig', 'parse_policy', 'parse_tasks', 'check_train', 'load_frames',
+           'bundle_config', 'add_onnx', 'add_calibration', 'add_ood', 'add_validation', 'finish_bundle', 'GlooDL',
+           'distributed', 'fit_stage', 'start_run', 'run_data', 'make_dls', 'make_learner', 'claim_folder',
+           'relabel_uncertain', 'fit_stages', 'write_bundle', 'train', 'train_parser', 'train_cli', 'cached_bundle']
 
 # %% ../nbs/12_train.ipynb #785fb168
 ArchName = Literal[tuple(ARCHS)]  # the names of the architecture table
+POLICY_HELP = (f"uncertainty policy: a preset ({', '.join(PRESETS)}), one policy for all ({', '.join(POLICIES)}), "
+               "'Obs=policy,Obs=policy' or JSON; None: jfhealthcare")
 
 @dataclass
 class TrainConfig:
     "Everything a training run needs: the notebook and `chexpert-train` (generated from these fields) fill the same."
     data: str|None = None  # CheXpert root holding train.csv (and valid.csv); None: $CHEXPERT_DATA, data/, else the synthetic sample
-    dataset: Literal['chexpert', 'nih', 'padchest', 'mimic'] = 'chexpert'  # what `data` holds: CheXpert's CSVs, or another dataset's own files (01b_datasets)
+    dataset: Literal['chexpert', 'nih', 'padchest', 'mimic'] = 'chexpert'  # what `data` holds: CheXpert's CSVs, or another dataset's own files
     csv: str = 'train.csv'  # the training CSV inside `data`
     layout: Literal['chexpert', 'flat'] = 'chexpert'  # 'chexpert' paths, or 'flat' (one image per study, e.g. NIH's; patients from --patient-column)
-    patient_column: str|None = None  # with --layout flat: the column of each image's patient, in the CSV or in meta.csv beside it; None: one patient per image
+    patient_column: str|None = None  # with --layout flat: the column naming each image's patient, in the CSV or meta.csv; None: one per image
     out: str = 'models/chexpert-densenet121'  # model folder: bundle, history.csv, checkpoints/
     arch: ArchName = 'densenet121'  # the network (04_model's table): densenet121/161/169/201, resnet*, efficientnet_lite0 (offline ImageNet weights)
     pretrained: bool = True  # ImageNet weights; False (--no-pretrained) = from scratch, an explicit choice
-    weights: str|None = None  # a local file of the arch's ImageNet state dict (an air-gapped machine); None: torchvision's download, or the package's for efficientnet_lite0
+    weights: str|None = None  # a local .pth of the arch's ImageNet state dict (air-gapped); None: torchvision's download or the lite package's
     size: int = 320  # images are squished to size x size
     n_in: Literal[1, 3] = 1  # input channels: 1 (grayscale) or 3 (gray repeated)
     epochs: int = 3  # epochs per stage (U-SelfTrained trains two stages)
     bs: int = 16  # batch size (per process when distributed)
     lr: float = 1e-4  # the peak of the one-cycle schedule
-    policy: str|dict|None = field(default=None, metadata={'parse': lambda s: parse_policy(s)})  # uncertainty policy: a preset (jfhealthcare, paper-best, pham2020), one policy for all (U-Ignore, U-Zeros, U-Ones, U-MultiClass, U-SelfTrained, U-Ones+LSR, U-Zeros+LSR), 'Obs=policy,Obs=policy' or JSON; None: jfhealthcare
-    blank: Literal['negative', 'ignore'] = 'negative'  # a blank label: a negative, or ignored (masked); an observation blank in every row is masked either way
+    policy: str|dict|None = field(default=None, metadata={'parse': lambda s: parse_policy(s), 'help': POLICY_HELP})  # uncertainty policy
+    blank: Literal['negative', 'ignore'] = 'negative'  # a blank label: a negative, or masked; an observation blank in every row is masked anyway
     frontal_only: bool = False  # train and validate on frontal views only
     valid: Literal['split', 'official'] = 'split'  # 'split': a patient split of the training CSV; 'official': valid.csv (or the dataset's own)
     valid_pct: float = 0.1  # fraction of patients held out when valid='split'
-    tasks: list = field(default_factory=lambda: list(COMPETITION_TASKS), metadata={'parse': lambda s: parse_tasks(s), 'show': ','.join})  # observations whose AUROC is reported and averaged (comma-separated)
+    tasks: list = field(default_factory=lambda: list(COMPETITION_TASKS), metadata={'parse': lambda s: parse_tasks(s), 'show': ','.join,
+                        'help': 'observations whose AUROC is reported and averaged (comma-separated)'})
     limit: int|None = None  # at most this many training images (a quick run); None: all
     augment: bool = True  # train-time augmentation (rotation, zoom, lighting)
     checkpoint_every: int = 1000  # training batches between checkpoints (and one after every epoch)
@@ -108,7 +111,8 @@ def check_train(cfg:TrainConfig):
                           ('ood-images', whole(cfg.ood_images, 2), 'at least 2'), ('seed', whole(cfg.seed, 0), '0 or more')]:
         if not ok: raise ValueError(f"--{name} {getattr(cfg, name.replace('-', '_'))!r}: it must be {why}.")
     if cfg.weights is not None:
-        if not cfg.pretrained: raise ValueError(f"--weights {cfg.weights}: ImageNet weights are for a pretrained run; drop --no-pretrained or --weights.")
+        if not cfg.pretrained:
+            raise ValueError(f"--weights {cfg.weights}: ImageNet weights are for a pretrained run; drop --no-pretrained or --weights.")
         if not Path(cfg.weights).is_file(): raise ValueError(f"--weights {cfg.weights}: no such file; pass the .pth state dict of {cfg.arch}.")
     if cfg.patient_column and cfg.layout != 'flat':
         raise ValueError(f"--patient-column {cfg.patient_column!r} is for --layout flat: CheXpert paths name their patient.")
@@ -290,7 +294,8 @@ def start_run(cfg:TrainConfig, resume:bool) -> tuple[TrainConfig, dict|None]:
     saved = TrainConfig(**{**json.loads((out/'checkpoints'/'train_config.json').read_text()), 'out': str(out)})
     asked = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ('out', 'num_workers')
              and getattr(cfg, f.name) != getattr(saved, f.name) and getattr(cfg, f.name) != getattr(TrainConfig(), f.name)}
-    if asked: raise ValueError(f"--resume continues the run in {out} as it was configured ({', '.join(f'{k} {getattr(saved, k)!r}' for k in asked)}), "
+    kept = ', '.join(f'{k} {getattr(saved, k)!r}' for k in asked)
+    if asked: raise ValueError(f"--resume continues the run in {out} as it was configured ({kept}), "
                                f"not with {', '.join(f'{k} {v!r}' for k, v in asked.items())}: start a new run in another --out to change them.")
     return saved, state  # the folder where it is now, if it was moved
 

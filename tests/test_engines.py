@@ -88,7 +88,6 @@ NO_TORCH = textwrap.dedent('''
 
 def test_onnx_path_without_torch(onnx_bundle, engines, sample_dir, tmp_path):
     "A fresh process where torch cannot be imported reads the bundle and gets the probabilities with ONNX Runtime."
-    from PIL import Image
     from chexpert_nb.images import image_batch, load_image
     image = sorted(sample_dir.rglob('*.jpg'))[0]
     out = tmp_path/'result.json'

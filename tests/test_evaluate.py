@@ -1,6 +1,5 @@
 "chexpert-evaluate end to end: on the synthetic sample's valid.csv and on the real NIH radiographs in ../shared."
-import json, shutil, subprocess, sys
-from pathlib import Path
+import json, shutil
 import numpy as np, pandas as pd, pytest
 from chexpert_nb.observations import OBSERVATIONS, COMPETITION_TASKS
 from chexpert_nb.report import evaluate_cli

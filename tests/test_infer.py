@@ -1,5 +1,5 @@
 "Inference on real radiographs (the NIH sample in ../shared), the predictor against the fastai learner, and chexpert-predict."
-import io, os, subprocess, sys
+import io, os, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image

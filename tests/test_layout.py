@@ -53,3 +53,9 @@ def test_a_long_module_says_why(module):
     assert 'Why this module is long' in _notebook(module).read_text(), (
         f"{module.name} has {lines} lines (more than {LONG}): split it by concept, or say why not in its notebook "
         "under a heading 'Why this module is long'")
+
+@pytest.mark.parametrize('module', MODULES, ids=lambda p: p.stem)
+def test_lines_fit_the_notebook_width(module):
+    "150 characters, as ruff checks the tests and benchmarks; the first line (the notebook's description, written whole by nbdev) aside."
+    long = [i for i, line in enumerate(module.read_text().splitlines()[1:], 2) if len(line) > 150]
+    assert not long, f"{module.name}: lines {long} are longer than 150 characters; wrap them in the notebook"
