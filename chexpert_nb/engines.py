@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from .files import sha256_file
 from .selfcheck import CHECKS, check_onnx_reference, act_on_check
-from .bundle import BundleConfig, BundleError, ONNX_FILE, WEIGHTS_FILE, read_config, check_complete
+from .bundle import BundleConfig, BundleError, ONNX_FILE, WEIGHTS_FILE, WEIGHTS_MAX_MB, read_config, check_complete
 
 # %% auto #0
 __all__ = ['ENGINES', 'check_batch', 'TorchEngine', 'onnx_missing', 'OnnxEngine', 'make_engine']
@@ -113,6 +113,9 @@ class OnnxEngine:
         path = self.model_dir/self.config.onnx.get('file', ONNX_FILE)
         if not path.is_file(): raise BundleError(f"{path} cannot be read (it is not a regular file): restore it or run "
                                                  f"chexpert-export-onnx {self.model_dir}.")
+        if (mb := path.stat().st_size / 2**20) > WEIGHTS_MAX_MB:
+            raise BundleError(f"{path} is {mb:,.0f} MB, more than the {WEIGHTS_MAX_MB:,} MB a graph (or weights) file may have: "
+                              f"check that it is the right file, or run chexpert-export-onnx {self.model_dir}.")
         try: self.sha256 = sha256_file(path)  # streamed: no copy in memory
         except OSError as e: raise BundleError(f"{path} cannot be read ({e.strerror or type(e).__name__}): restore it "
                                                f"or run chexpert-export-onnx {self.model_dir}.") from None

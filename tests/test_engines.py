@@ -156,3 +156,14 @@ def test_self_check_on_both_engines_in_a_fresh_process(onnx_bundle, sample_dir, 
     assert r.returncode == 1 and 'is missing although the config records it' in r.stdout, r.stdout
     r = _cli('x', '--model', onnx_bundle, '--self-check', '--check', 'bogus')
     assert r.returncode != 0 and "invalid choice: 'bogus'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_a_huge_graph_file_is_refused_before_it_is_read(onnx_bundle, tmp_path):
+    "A model.onnx larger than any graph (a sparse 5 GB file here) is refused by its size, naming the limit, unread."
+    import shutil
+    from chexpert_nb.bundle import BundleError, WEIGHTS_MAX_MB
+    from chexpert_nb.engines import OnnxEngine
+    d = Path(shutil.copytree(onnx_bundle, tmp_path/'huge'))
+    with open(d/'model.onnx', 'r+b') as f: f.truncate((WEIGHTS_MAX_MB + 1024) * 2**20)  # sparse: no disk used
+    with pytest.raises(BundleError, match=f"more than the {WEIGHTS_MAX_MB:,} MB a graph"):
+        OnnxEngine(d, threads=1)
