@@ -20,7 +20,7 @@ Usage: python bench/bench_data.py [--size 320] [--bs 32] [--reps 5] [--patients 
 import argparse, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from common import header, interleaved, med, verdict, run_quiet, bench_sample, BENCH_DATA
+from common import header, interleaved, med, verdict, run_quiet, bench_sample, BENCH_DATA, before_dls
 
 TARGET = 1.25
 
@@ -118,33 +118,6 @@ def _full_res(size, n, reps):
     print(f"   full resolution: {n} JPEGs of 2320 x 2828, {np.mean([f.stat().st_size for f in files]) / 1024:.0f} kB on average")
     for k, v in times.items():
         print(f"   {k:46s} {n / med(v):6.0f} img/s  {med(v) / n * 1000:6.1f} ms/img  {base / med(v):5.1f}x faster than the floor")
-
-
-def before_dls(train, valid, size, bs, num_workers, device):
-    "The DataLoaders `chexpert_dls` made before the fast path: fastai's ImageBlock, squish, batch augmentation, Normalize."
-    import numpy as np
-    from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
-                                   ResizeMethod, aug_transforms, Normalize)
-    from chexpert_nb.labels import make_targets
-    from chexpert_nb.model import normalize_stats
-    from chexpert_nb.learner import radiograph_augmentations
-    files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
-    targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
-    st = normalize_stats(1)
-    block = DataBlock(blocks=(ImageBlock(cls=PILImageBW), TransformBlock()), get_x=_Lookup(files),
-                      get_y=_Lookup(targets, tensor=True), splitter=IndexSplitter(np.arange(len(train), len(files))),
-                      item_tfms=[Resize(size, method=ResizeMethod.Squish)],
-                      batch_tfms=[*aug_transforms(do_flip=False, max_warp=0., pad_mode='zeros', **radiograph_augmentations()),
-                                  Normalize.from_stats(st['mean'], st['std'])])
-    return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)
-
-
-class _Lookup:
-    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai (as `chexpert_nb.train`'s private one)."
-    def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
-    def __call__(self, i):
-        import torch
-        return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
 
 
 def _has_cv2():

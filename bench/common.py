@@ -72,3 +72,29 @@ def run_quiet():
     "Pin torch to the machine's cores and silence warnings that do not concern the benchmark."
     import warnings; warnings.filterwarnings('ignore')
     sys.stdout.reconfigure(line_buffering=True)
+
+
+class _Lookup:
+    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai (the library's own is private)."
+    def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
+    def __call__(self, i):
+        import torch
+        return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
+
+def before_dls(train, valid, size, bs, num_workers, device):
+    "The DataLoaders `chexpert_dls` made before the fast path: fastai's ImageBlock, squish, batch augmentation, Normalize."
+    import numpy as np
+    from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
+                                   ResizeMethod, aug_transforms, Normalize)
+    from chexpert_nb.labels import make_targets
+    from chexpert_nb.model import normalize_stats
+    from chexpert_nb.learner import radiograph_augmentations
+    files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
+    targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
+    st = normalize_stats(1)
+    block = DataBlock(blocks=(ImageBlock(cls=PILImageBW), TransformBlock()), get_x=_Lookup(files),
+                      get_y=_Lookup(targets, tensor=True), splitter=IndexSplitter(np.arange(len(train), len(files))),
+                      item_tfms=[Resize(size, method=ResizeMethod.Squish)],
+                      batch_tfms=[*aug_transforms(do_flip=False, max_warp=0., pad_mode='zeros', **radiograph_augmentations()),
+                                  Normalize.from_stats(st['mean'], st['std'])])
+    return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)

@@ -23,37 +23,11 @@ from __future__ import annotations
 import argparse, json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, run_quiet, BENCH_DATA, verdict
+from common import header, run_quiet, BENCH_DATA, verdict, before_dls
 
 
 VARIANTS = {'chexpert_dls': 'chexpert_dls', 'before': 'before (fastai batch aug)', 'cache': 'cache + chexpert_dls',
             'cache+before': 'cache + before'}  # --variants name -> the name printed and recorded
-
-
-class _Lookup:
-    "`items[i]` (as a tensor when `tensor`): a picklable getter for fastai (the library's own is private)."
-    def __init__(self, items, tensor=False): self.items, self.tensor = items, tensor
-    def __call__(self, i):
-        import torch
-        return torch.from_numpy(self.items[i]) if self.tensor else self.items[i]
-
-def before_dls(train, valid, size, bs, num_workers, device):
-    "The DataLoaders `chexpert_dls` made before the fast path: fastai's ImageBlock, squish, batch augmentation, Normalize."
-    import numpy as np
-    from fastai.vision.all import (DataBlock, ImageBlock, PILImageBW, TransformBlock, IndexSplitter, Resize,
-                                   ResizeMethod, aug_transforms, Normalize)
-    from chexpert_nb.labels import make_targets
-    from chexpert_nb.model import normalize_stats
-    from chexpert_nb.learner import radiograph_augmentations
-    files = np.concatenate([train['file'].to_numpy(), valid['file'].to_numpy()])
-    targets = np.concatenate([make_targets(train), make_targets(valid, 'U-Ignore')])
-    st = normalize_stats(1)
-    block = DataBlock(blocks=(ImageBlock(cls=PILImageBW), TransformBlock()), get_x=_Lookup(files),
-                      get_y=_Lookup(targets, tensor=True), splitter=IndexSplitter(np.arange(len(train), len(files))),
-                      item_tfms=[Resize(size, method=ResizeMethod.Squish)],
-                      batch_tfms=[*aug_transforms(do_flip=False, max_warp=0., pad_mode='zeros', **radiograph_augmentations()),
-                                  Normalize.from_stats(st['mean'], st['std'])])
-    return block.dataloaders(np.arange(len(files)), bs=bs, num_workers=num_workers, device=device)
 
 
 def _floor_worker(args):
