@@ -64,6 +64,7 @@ DOC_NBS := nbs/01_data.ipynb nbs/01a_sample.ipynb nbs/03_labels.ipynb nbs/07a_me
 docs: $(STAMP) $(SAMPLE)/train.csv
 	for nb in $(DOC_NBS); do \
 	  OMP_NUM_THREADS=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; done
+	$(BIN)/python nbs/images/screenshot_app.py
 	$(BIN)/nbdev-clean
 
 # The Voila app on 127.0.0.1:$(APP_PORT) (preheated kernel, newest model in models/); Ctrl-C stops it.

@@ -5,6 +5,7 @@
 # %% ../nbs/18_app.ipynb #2ff7d21c
 from __future__ import annotations
 import io, html
+import mistune
 from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -68,12 +69,13 @@ def model_summary(config) -> str: # a `BundleConfig` (or its dict)
 
 # %% ../nbs/18_app.ipynb #a9c4d002
 def card_html(model_dir:Path) -> str:
-    "The bundle's model card, folded under a 'Model card' summary, as escaped preformatted text."
+    "The bundle's model card, folded under a 'Model card' summary: its Markdown as HTML, with any HTML in it escaped."
     try: text = read_bytes(model_dir/CARD_FILE, 1 << 20, CARD_FILE).decode('utf-8', 'replace')
     except (OSError, ValueError):  # none, or not a plain file of at most 1 MB
         try: text = model_card(card_facts(model_dir))  # a bundle written before model cards
         except Exception as e: text = f"no model card: {e}"
-    return f'<details class="model-card"><summary>Model card</summary><pre>{html.escape(text)}</pre></details>'
+    body = mistune.create_markdown(escape=True, plugins=['table'])(text)  # raw HTML escaped, script links disarmed
+    return f'<details class="model-card"><summary>Model card</summary><div class="model-card-body">{body}</div></details>'
 
 # %% ../nbs/18_app.ipynb #116f7b69
 MAX_FILE_MB = 50       # the largest file the app reads
@@ -242,6 +244,9 @@ _CSS = """<style>
 .chexpert-app { max-width: 1240px; font-size: 14px; }
 .chexpert-app .widget-html-content { line-height: 1.45; }
 .chexpert-banner { background: #fff3cd; border: 1px solid #e0c060; border-radius: 4px; padding: 6px 10px; }
+.model-card-body { font-size: 12px; max-width: 860px; border-left: 3px solid #ccc; padding-left: 10px; }
+.model-card-body h1 { font-size: 15px; } .model-card-body h2 { font-size: 13px; margin: 8px 0 2px; }
+.model-card-body table { border-collapse: collapse; } .model-card-body td, .model-card-body th { padding: 1px 8px; }
 .chexpert-status { margin: 4px 0; } .chexpert-status.error { color: #b03a2e; }
 .chexpert-card { border: 1px solid #ddd; border-radius: 4px; padding: 4px; margin: 0 8px 8px 0; }
 .file-name { font-weight: bold; word-break: break-all; } .file-ok { color: #1e8449; }
