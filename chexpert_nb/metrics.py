@@ -32,20 +32,24 @@ def nanmean(values) -> float:
 def _boot_aurocs(y:np.ndarray, # one observation's truth per study: 1, 0 or NaN (not scored)
                  p:np.ndarray, # its probabilities per study
                  idx:np.ndarray, # (n_boot, n_studies) resampled study indices
-                 max_cells:int=2_000_000, # studies x resamples handed to scikit-learn at once
+                 max_cells:int=4_000_000, # resamples x studies counted at once (memory)
                 ) -> np.ndarray:
-    "`roc_auc_score` of every resample `idx[b]`; NaN where a resample holds only one class."
+    "`roc_auc_score` of every resample `idx[b]`, from how often it draws each study; NaN where it holds one class."
+    scored = np.flatnonzero(~np.isnan(y))
+    order = scored[np.argsort(p[scored], kind='stable')]  # scored studies by score
+    s, pos = p[order], y[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # the first study of each group of tied scores
     out = np.full(len(idx), np.nan)
-    if np.isnan(y).any():  # uncertain studies: each resample scores its own subset, one call each
-        for b, i in enumerate(idx):
-            i = i[~np.isnan(y[i])]
-            if 0 < y[i].sum() < len(i): out[b] = roc_auc_score(y[i], p[i])
-        return out
-    for chunk in np.array_split(np.arange(len(idx)), max(1, idx.size // max_cells)):
-        pos = y[idx[chunk]].sum(1)
-        chunk = chunk[(pos > 0) & (pos < idx.shape[1])]  # resamples holding both classes
-        if len(chunk):  # studies x resamples, column-major so that each column is contiguous
-            out[chunk] = roc_auc_score(y[idx[chunk]].T.astype(int), p[idx[chunk]].T, average=None)
+    if not len(scored): return out
+    for chunk in np.array_split(np.arange(len(idx)), max(1, len(idx) * len(y) // max_cells)):
+        n = len(y)
+        w = np.bincount((np.arange(len(chunk))[:, None] * n + idx[chunk]).ravel(), minlength=len(chunk) * n)
+        w = w.reshape(len(chunk), n)[:, order].astype(float)  # times each scored study is drawn
+        wpos, wneg = np.add.reduceat(w * pos, starts, axis=1), np.add.reduceat(w * (1 - pos), starts, axis=1)
+        below = np.cumsum(wneg, axis=1) - wneg  # negatives scored lower than each group
+        npos, nneg = wpos.sum(1), wneg.sum(1)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            out[chunk] = np.where((npos > 0) & (nneg > 0), (wpos * (below + wneg / 2)).sum(1) / (npos * nneg), np.nan)
     return out
 
 # %% ../nbs/07a_metrics.ipynb #919de096
