@@ -30,6 +30,8 @@ sync-check: $(STAMP)
 # outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
 # The notebooks write their bundles to temporary folders and pytest keeps its last runs: here both go to one folder
 # made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk).
+# pytest runs one worker per core (pytest-xdist), a test file per worker at a time (`--dist loadfile`): a file's module
+# fixtures (a bundle, a server, a browser) are built once; the disk-cached tiny model is trained by one worker, under a lock.
 # pyflakes' checks and a line-length rule ([tool.ruff] in pyproject.toml) on the library, the tests and the benchmarks.
 lint: $(STAMP)
 	$(BIN)/ruff check chexpert_nb tests bench
@@ -37,7 +39,8 @@ lint: $(STAMP)
 test: sync-check lint
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test && \
-	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile" && \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile
 
 # What `make test` leaves out for time (minutes of CPU for little more coverage): notebook cells tagged `#| slow` and
 # tests marked `slow` (the ONNX export of every architecture of the table; one per family runs in `make test`).

@@ -67,7 +67,7 @@ def _model_section(c:BundleConfig) -> list:
             f"started {pre}.",
             "- Uncertainty policy: " + ', '.join(f"{p} ({n})" for p, n in policies.items()) +
             f"; blank labels: {c.data.get('blank', 'negative')}; frontal views only: {c.frontal_only}.",
-            '- Recipe: ' + (', '.join(f"{k} {_code(c.training[k])}" for k in ('epochs', 'bs', 'lr', 'augment', 'valid', 'valid_pct', 'seed')
+            '- Recipe: ' + (', '.join(f"{k} {_code(c.training[k])}" for k in ('epochs', 'bs', 'lr', 'augment', 'valid', 'valid_pct', 'keep', 'seed')
                                      if k in c.training) or 'not recorded') + '.']
 
 def _data_section(c:BundleConfig, v:dict|None) -> list:

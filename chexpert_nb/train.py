@@ -67,6 +67,7 @@ class TrainConfig:
     frontal_only: bool = False  # train and validate on frontal views only
     valid: Literal['split', 'official'] = 'split'  # 'split': a patient split of the training CSV; 'official': valid.csv (or the dataset's own)
     valid_pct: float = 0.1  # fraction of patients held out when valid='split'
+    keep: Literal['best', 'last'] = 'best'  # the epoch kept: best validation AUROC, or the last (on a small validation set, 'best' is noise)
     tasks: list = field(default_factory=lambda: list(COMPETITION_TASKS), metadata={'parse': lambda s: parse_tasks(s), 'show': ','.join,
                         'help': 'observations whose AUROC is reported and averaged (comma-separated)'})
     limit: int|None = None  # at most this many training images (a quick run); None: all
@@ -267,11 +268,11 @@ def fit_stage(learn:Learner, cfg:TrainConfig, stage:int, start:dict|None=None) -
         learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=[ckpt], reset_opt=not start, start_epoch=start['epoch'] if start else 0)
     return ckpt
 
-def _best_metrics(out:Path, tasks:list) -> dict:
-    "The row of history.csv with the best nanmean_auroc (the saved weights), as a dict."
+def _best_metrics(out:Path, tasks:list, keep:str='best') -> dict:
+    "The row of history.csv of the weights kept (`keep`: the best nanmean_auroc, or the last epoch), as a dict."
     h = pd.read_csv(out/'history.csv')
     score = pd.to_numeric(h['nanmean_auroc'], errors='coerce')
-    row = h.loc[score.idxmax()] if score.notna().any() else h.iloc[-1]
+    row = h.loc[score.idxmax()] if keep == 'best' and score.notna().any() else h.iloc[-1]
     keys = ['epoch', 'train_loss', 'valid_loss', 'nanmean_auroc'] + ['auroc_' + t.replace(' ', '_') for t in tasks]
     return {k: (None if pd.isna(row[k]) else float(row[k])) for k in keys if k in row}
 
@@ -309,6 +310,8 @@ def run_data(cfg:TrainConfig) -> tuple[Path, bool, pd.DataFrame, pd.DataFrame]:
                                          "fastai would train on no batch at all)", flush=True)
         if unlabelled := [o for o in OBSERVATIONS if o not in train_df.attrs.get('labelled', OBSERVATIONS)]:
             print(f"not labelled in this data (blank in every row), masked in the loss: {', '.join(unlabelled)}", flush=True)
+        if not cfg.pretrained and cfg.lr < 5e-4: print(f"--lr {cfg.lr:g} from scratch: the paper's rate is for fine-tuning ImageNet weights; "
+                                                       "from scratch 1e-3 learned far more on real X-rays (bench/RESULTS.md)", flush=True)
     return root, made_here or is_synthetic(root), train_df, valid_df
 
 def make_dls(cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame, relabel:np.ndarray|None=None):
@@ -318,7 +321,7 @@ def make_dls(cfg:TrainConfig, train_df:pd.DataFrame, valid_df:pd.DataFrame, rela
 
 def make_learner(cfg:TrainConfig, config:BundleConfig, dls, best:float|None=None, progress:bool=True) -> Learner:
     "The run's learner: the best model so far (`best`, when resuming), the history, and progress bars or one line per epoch."
-    cbs = [BestModel(best=best), History()] + ([] if progress else [EpochLog()])
+    cbs = ([BestModel(best=best)] if cfg.keep == 'best' else []) + [History()] + ([] if progress else [EpochLog()])
     learn = chexpert_learner(dls, config, cfg.out, cbs=cbs, weights=cfg.weights)
     if not progress: learn.remove_cb(ProgressCallback)
     return learn
@@ -366,11 +369,11 @@ def fit_stages(learn:Learner, cfg:TrainConfig, config:BundleConfig, train_df, va
         fit_stage(learn, cfg, 2, start)
 
 def write_bundle(learn:Learner, config:BundleConfig, cfg:TrainConfig):
-    "The bundle of the best epoch (`checkpoints/best.pth` when there is one): weights, config, and that epoch's metrics."
-    if (Path(cfg.out)/'checkpoints'/'best.pth').exists():  # in every process: fastai's `load` waits for all of them
+    "The bundle of the epoch kept (`--keep best`: `checkpoints/best.pth` when there is one): weights, config, its metrics."
+    if cfg.keep == 'best' and (Path(cfg.out)/'checkpoints'/'best.pth').exists():  # in every process: fastai's `load` waits for all of them
         learn.load('best', with_opt=False, weights_only=True)
     if rank_distrib(): return
-    config.metrics = _best_metrics(Path(cfg.out), cfg.tasks)
+    config.metrics = _best_metrics(Path(cfg.out), cfg.tasks, cfg.keep)
     save_bundle(learn.model, config, cfg.out, complete=False)  # `finish_bundle` completes it
 
 def train(cfg:TrainConfig, # what to train; with `resume`, the saved configuration of the run is used instead

@@ -1,5 +1,5 @@
-"""Training end to end: chexpert-train's options and errors, interruption and --resume, a full disk, two processes under
-accelerate, every architecture of the table through bundle and engines, the one image reader, and the learning test."""
+"""Training end to end: chexpert-train's options and errors (in-process, before any data), interruption and --resume, a
+full disk, two processes under accelerate, policies, validation sets that share patients, flat folders split by patient."""
 import errno, json, os, signal, socket, subprocess, sys, time
 from dataclasses import fields
 from pathlib import Path
@@ -7,36 +7,18 @@ import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
 
 from chexpert_nb.observations import OBSERVATIONS
-from chexpert_nb.sample import PATHOLOGIES, make_sample
-from chexpert_nb.labels import to_probs, make_targets
-from chexpert_nb.model import ARCHS, to_model_input
-from chexpert_nb.train import TrainConfig, train, train_cli, load_frames, chexpert_dls, cached_bundle
-from chexpert_nb.metrics import auroc_table, nanmean
+from chexpert_nb.model import ARCHS
+from chexpert_nb.train import TrainConfig, train, train_cli, load_frames
 from chexpert_nb.bundle import load_bundle, read_config, is_bundle
-from chexpert_nb.calibration import MIN_PER_CLASS
 from chexpert_nb.testing import run_cli
 
+from train_helpers import TINY, NO_EXTRAS, PLANTED, BUNDLE_FILES, bundle_auroc
+
 BIN = Path(sys.executable).parent
-TINY = ['--no-pretrained', '--size', '32', '--bs', '4', '--num-workers', '0', '--quiet', '--seed', '1']
-NO_EXTRAS = ['--no-onnx', '--no-calibrate', '--no-ood']  # the ONNX export alone adds ~11 s to a tiny run: on only where tested
-PLANTED = PATHOLOGIES + ['Support Devices']  # every observation with a drawn sign (No Finding is their absence)
-BUNDLE_FILES = ['MODEL_CARD.md', 'checkpoints', 'config.json', 'history.csv', 'model.safetensors', 'validation.json']  # a run without --onnx etc.
 
 def _run(args, **kw):
     "chexpert-train in its own process: for what needs one (a kill -9, a lock held by another process, a log file)."
     return subprocess.run([str(BIN/'chexpert-train'), *map(str, args)], capture_output=True, text=True, **kw)
-
-def _bundle_auroc(out:Path) -> float:
-    "nanmean AUROC of the bundle in `out`, recomputed from its weights on its run's validation frame."
-    model, config = load_bundle(out)
-    cfg = TrainConfig(**json.loads((out/'checkpoints'/'train_config.json').read_text()))
-    train_df, valid_df = load_frames(cfg, Path(cfg.data))
-    dls = chexpert_dls(train_df, valid_df, cfg.size, cfg.bs, cfg.policy, cfg.blank, cfg.n_in, num_workers=0, device='cpu')
-    probs, targs = [], []
-    with torch.no_grad():
-        for x, y in dls.valid: probs.append(to_probs(model(x), config.policy)); targs.append(y)
-    idx = [OBSERVATIONS.index(t) for t in cfg.tasks]
-    return nanmean(auroc_table(torch.cat(probs).numpy()[:, idx], torch.cat(targs).numpy()[:, idx], cfg.tasks))
 
 # ---- options and errors, checked in-process, before any data is read ----
 
@@ -122,16 +104,19 @@ def test_permission_denied_names_the_path(sample_dir, tmp_path, monkeypatch):
 # ---- runs ----
 
 def test_failed_start_then_one_line_per_epoch_and_a_bundle_without_extras(sample_dir, tmp_path):
-    "An unreadable CSV fails cleanly; the corrected command into the same --out runs, printing a line per epoch."
+    """An unreadable CSV fails cleanly; the corrected command into the same --out runs, printing a line per epoch; with
+    --keep last the bundle is the last epoch's (no best.pth), and the from-scratch note names the learning rate."""
     out, broken = tmp_path/'m', tmp_path/'broken'
     broken.mkdir(); (broken/'train.csv').write_text('not,a\nCheXpert,csv\n')
     code, _, stderr = run_cli(train_cli, '--data', broken, '--out', out, *TINY, *NO_EXTRAS)
     assert code == 1 and 'train.csv' in stderr and 'Traceback' not in stderr, stderr[-2000:]
     assert not out.exists()
     args = [a for a in TINY if a != '--quiet'] + NO_EXTRAS  # progress as a user sees it when stdout is a log file
-    code, stdout, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--epochs', 2, *args)
+    code, stdout, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--epochs', 2, '--keep', 'last', *args)
     assert code == 0, stderr[-3000:]
     lines = stdout.splitlines()
+    assert any(l.startswith('--lr 0.0001 from scratch') for l in lines), lines
+    assert json.loads((out/'config.json').read_text())['metrics']['epoch'] == 1 and not (out/'checkpoints'/'best.pth').exists()
     assert [l.split()[:2] for l in lines if l.startswith('epoch')] == [['epoch', '0'], ['epoch', '1']], lines
     assert lines[-1] == f'wrote the model bundle to {out}', lines
     assert json.loads((out/'config.json').read_text())['data']['synthetic'] is True  # the sample's marker file
@@ -229,7 +214,7 @@ def test_two_processes_with_accelerate_gather_the_validation_set(sample_dir, tmp
     history = pd.read_csv(out/'history.csv')
     assert len(history) == 1
     # the AUROC logged during training is the one over the whole validation set (both processes' halves)
-    assert np.isclose(history['nanmean_auroc'][0], _bundle_auroc(out), atol=1e-4)
+    assert np.isclose(history['nanmean_auroc'][0], bundle_auroc(out), atol=1e-4)
     assert json.loads((out/'config.json').read_text())['ood']['n_fit'] > 0  # process 0 alone fits it; the other waits
 
 def test_self_trained_and_multiclass_policies_train_end_to_end(sample_dir, tmp_path):
@@ -308,113 +293,3 @@ def test_the_shared_nih_images_split_by_patient(nih_more_dir):
     assert unlabelled == {'Enlarged Cardiomediastinum', 'Lung Opacity', 'Pleural Other', 'Fracture', 'Support Devices',
                           'Lung Lesion'} - set(train_df.attrs['labelled'])  # blank everywhere: masked, not negatives
     assert 'Pneumonia' in train_df.attrs['labelled']
-
-# ---- the bundle a run writes, for every architecture ----
-
-def test_the_default_bundle_carries_onnx_calibration_ood_and_a_card():
-    "By default a run's bundle has model.onnx (equal to the weights), temperatures where enough labels allow, OOD statistics."
-    import onnxruntime as ort
-    from chexpert_nb.ood import load_ood
-    on = cached_bundle()
-    config = read_config(on)
-    assert (on/'model.onnx').exists() and config.onnx['file'] == 'model.onnx'
-    x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
-    onnx_probs = ort.InferenceSession(str(on/'model.onnx'), providers=['CPUExecutionProvider']).run(['probs'], {'image': x.numpy()})[0]
-    model, _ = load_bundle(on)
-    with torch.no_grad(): ref = to_probs(model(to_model_input(x, **config.normalize)), config.policy).numpy()
-    assert np.abs(onnx_probs - ref).max() <= 1e-5
-    cfg = TrainConfig(**json.loads((on/'checkpoints'/'train_config.json').read_text()))
-    y = make_targets(load_frames(cfg, Path(cfg.data))[1], 'U-Ignore')
-    enough = {o for j, o in enumerate(OBSERVATIONS) if min((y[:, j] == 1).sum(), (y[:, j] == 0).sum()) >= MIN_PER_CLASS}
-    assert enough and set(config.calibration['temperatures']) == enough, (config.calibration, enough)
-    assert config.calibration['fitted_on']['n_images'] == {o: int(np.isin(y[:, OBSERVATIONS.index(o)], (0, 1)).sum()) for o in enough}
-    arrays, info = load_ood(on)
-    assert info['n_fit'] == config.data['n_train'] and arrays['precision'].shape == (1024, 1024)
-    card = (on/'MODEL_CARD.md').read_text()
-    assert 'synthetic' in card and 'not a medical device' in card
-
-def _engines_agree(bundle:Path, image:Path):
-    "The torch and ONNX engines give the same probabilities for one image of the bundle's own data."
-    from chexpert_nb.predict import Predictor
-    a, b = (Predictor.from_bundle(bundle, engine=e).predict(image) for e in ('torch', 'onnx'))
-    assert a.shape == (1, 14) and np.abs(a - b).max() <= 1e-4, (a, b)
-
-def test_resnet_trains_from_weights_on_disk_and_serves_in_both_engines(sample_dir, tmp_path):
-    "--weights PATH (an air-gapped machine): a saved torchvision state dict is loaded, checked, trained from, served."
-    import torchvision
-    weights = tmp_path/'resnet18-imagenet.pth'
-    torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), weights)  # a stand-in with the right shapes
-    out = tmp_path/'r18'
-    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'resnet18', '--weights', weights,
-                              *TINY[1:], '--no-calibrate', '--no-ood')
-    assert code == 0, stderr[-2000:]
-    config = read_config(out)
-    assert config.arch == 'resnet18' and config.pretrained and config.training['weights'] == str(weights)
-    _engines_agree(out, next(sample_dir.rglob('*.jpg')))
-
-def test_efficientnet_lite0_trains_offline_from_imagenet_and_serves_in_both_engines(sample_dir, tmp_path):
-    "The pretrained Lite0 of the installed package: no download, the package's weights in the body, ONNX equal to torch."
-    out = tmp_path/'lite'
-    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'efficientnet_lite0', *TINY[1:],
-                              '--no-calibrate', '--no-ood')
-    assert code == 0, stderr[-2000:]
-    config = read_config(out)
-    assert config.arch == 'efficientnet_lite0' and config.pretrained and config.normalize['mean'] != [0.485]
-    _engines_agree(out, next(sample_dir.rglob('*.jpg')))
-
-@pytest.mark.parametrize('arch', list(ARCHS))
-def test_every_arch_of_the_table_round_trips_a_bundle(arch, tmp_path):
-    "Every row of the table builds, saves a self-checked bundle, loads it with equal outputs, and runs in the torch engine."
-    from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.engines import TorchEngine
-    out = tiny_bundle(tmp_path/arch, size=32, arch=arch)
-    model, config = load_bundle(out)
-    assert config.arch == arch
-    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
-    with torch.no_grad(): ref = to_probs(model(to_model_input(x, **config.normalize)), config.policy).numpy()
-    assert np.allclose(TorchEngine(out).probs(x.numpy()), ref, atol=1e-5)
-
-@pytest.mark.slow
-@pytest.mark.parametrize('arch', [a for a in ARCHS if a not in ('densenet121', 'resnet18', 'efficientnet_lite0')])
-def test_every_arch_of_the_table_exports_to_onnx(arch, tmp_path):
-    "The ONNX export of every other row (make test-slow: ~3 min; one per family runs in make test above)."
-    from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.onnx import export_onnx
-    from chexpert_nb.engines import OnnxEngine, TorchEngine
-    out = tiny_bundle(tmp_path/arch, size=32, arch=arch)
-    export_onnx(out)
-    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
-    assert np.abs(OnnxEngine(out).probs(x.numpy()) - TorchEngine(out).probs(x.numpy())).max() <= 1e-4
-
-# ---- one reader, and learning ----
-
-def test_sixteen_bit_pngs_train_as_their_eight_bit_jpegs():
-    "The cached model's sample, re-saved as 16-bit PNGs of 12-bit values, trains to the same AUROC (one reader for both)."
-    import shutil, tempfile
-    jpeg_run = cached_bundle()
-    cfg = TrainConfig(**json.loads((jpeg_run/'checkpoints'/'train_config.json').read_text()))
-    src, png = Path(cfg.data), Path(tempfile.mkdtemp())/'CheXpert-SYNTHETIC-sample'
-    try:
-        shutil.copytree(src, png, ignore=shutil.ignore_patterns('*.jpg'))
-        for f in src.rglob('*.jpg'):  # the same pixels, as a 12-bit detector writes them into a 16-bit PNG
-            v = np.asarray(Image.open(f).convert('L')).astype(np.uint32)
-            Image.fromarray((v * 4095 // 255).astype(np.uint16)).save(png/f.relative_to(src).with_suffix('.png'))
-        for csv in ('train.csv', 'valid.csv'):
-            df = pd.read_csv(png/csv); df['Path'] = df['Path'].str.replace('.jpg', '.png'); df.to_csv(png/csv, index=False)
-        train(replace_cfg(cfg, data=str(png), out=str(png.parent/'m'), onnx=False, calibrate=False, ood=False), quiet=True)
-        a = json.loads((jpeg_run/'config.json').read_text())['metrics']['nanmean_auroc']
-        b = json.loads((png.parent/'m'/'config.json').read_text())['metrics']['nanmean_auroc']
-        assert abs(a - b) <= 0.03, (a, b)
-    finally: shutil.rmtree(png.parent, ignore_errors=True)
-
-def test_learns_the_planted_signs(tmp_path):
-    "A short run on a synthetic sample reaches a mean AUROC >= 0.85 over the observations with planted signs."
-    root = make_sample(tmp_path/'CheXpert-SYNTHETIC-sample', patients=150, seed=0)
-    cfg = TrainConfig(data=str(root), out=str(tmp_path/'m'), pretrained=False, size=64, epochs=6, bs=16, lr=3e-3,
-                      frontal_only=True, valid='official', tasks=PLANTED, num_workers=0, checkpoint_every=10_000,
-                      onnx=False, calibrate=False, ood=False)
-    train(cfg, quiet=True)
-    best = json.loads((tmp_path/'m'/'config.json').read_text())['metrics']
-    print({k: round(v, 3) for k, v in best.items() if v is not None})
-    assert best['nanmean_auroc'] >= 0.85
-    assert np.isclose(_bundle_auroc(tmp_path/'m'), best['nanmean_auroc'], atol=1e-4)
