@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from .observations import COMPETITION_TASKS
 from .files import unique_names
 from .data import project_root
-from .bundle import list_models, WEIGHTS_FILE
+from .bundle import list_models, unfinished_models, WEIGHTS_FILE
 from .card import CARD_FILE, card_facts, model_card
 from .files import read_bytes
 from .predict import Predictor, threshold_source, thresholds_text
@@ -334,10 +334,14 @@ class ChexpertApp:
         self._quiet = False
         self.model_picker.layout.display = None if found else 'none'
         self.model_picker.disabled = len(found) < 2  # a choice only when there is one to make
-        if found: return self.use_model(found[0])
-        self.predictor = self.model_dir = None
-        self.upload.disabled, self.model_info.value, self.model_card.value = True, '', ''
-        self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
+        if found: self.use_model(found[0])
+        else:
+            self.predictor = self.model_dir = None
+            self.upload.disabled, self.model_info.value, self.model_card.value = True, '', ''
+            self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
+        if half := unfinished_models(self.models):  # named, never offered: a run still writing, or killed while it wrote
+            self.model_info.value += (f'<div class="chexpert-unfinished">Not offered, INCOMPLETE (training has not finished '
+                                      f'writing it): {html.escape(", ".join(d.name for d in half))}</div>')
 
     def _on_model(self, change):
         if change['new'] and not self._quiet: self.use_model(Path(change['new']))

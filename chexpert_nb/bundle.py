@@ -21,7 +21,7 @@ if TYPE_CHECKING: from torch import nn  # for annotations: torch is imported whe
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'OOD_FILE', 'INCOMPLETE_FILE', 'CONFIG_MAX_MB',
            'WEIGHTS_MAX_MB', 'BundleError', 'BundleConfig', 'write_config', 'save_bundle', 'mark_complete',
            'read_config', 'check_complete', 'load_weights', 'load_bundle', 'self_check', 'set_thresholds', 'is_bundle',
-           'list_models']
+           'list_models', 'unfinished_models']
 
 # %% ../nbs/06_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 3  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
@@ -134,7 +134,9 @@ def _check_ood(c:BundleConfig, source):
     fix = "fit the statistics again (fit_ood, save_ood)"
     _check(_plain_name(rec.get('file', OOD_FILE)), source, 'ood', f"names the statistics file {rec.get('file')!r}: a file "
            f"name inside the bundle folder (another bundle's statistics are not this model's); {fix}.")
-    _check(_number(rec.get('threshold')), source, 'ood', f"has threshold {rec.get('threshold')!r}: a finite number; {fix}.")
+    lo, what = (0, 'a distance: positive') if rec.get('method', 'mahalanobis') == 'mahalanobis' else (-1e8, 'a finite number')
+    _check(_number(rec.get('threshold'), lo, 1e8), source, 'ood', f"has threshold {rec.get('threshold')!r}: {what}, below 1e8 "
+           f"(a larger one would switch the check off); {fix}.")
     _check(_number(rec.get('quantile'), 0, 1 + 1e-9), source, 'ood', f"has quantile {rec.get('quantile')!r}: in (0, 1]; {fix}.")
     _check(all(isinstance(rec.get(n), int) and not isinstance(rec.get(n), bool) and rec[n] > 0 for n in ('n_features', 'n_fit', 'n_holdout')),
            source, 'ood', f"needs whole positive n_features, n_fit and n_holdout; {fix}.")
@@ -323,3 +325,8 @@ def list_models(folder:str|Path, # a folder holding one sub-folder per model bun
     if not folder.is_dir(): return []
     bundles = [d for d in folder.iterdir() if d.is_dir() and is_bundle(d)]
     return sorted(bundles, key=lambda d: ((d/WEIGHTS_FILE).stat().st_mtime, d.name), reverse=True)
+
+def unfinished_models(folder:str|Path) -> list[Path]:
+    "The bundles in `folder` that training has not finished writing (their `INCOMPLETE` marker): not offered, but named."
+    folder = Path(folder)
+    return sorted(d for d in folder.iterdir() if d.is_dir() and (d/INCOMPLETE_FILE).exists()) if folder.is_dir() else []

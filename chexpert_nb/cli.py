@@ -10,7 +10,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'progress']
+__all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'given_fields', 'progress']
 
 # %% ../nbs/00b_cli.ipynb #c081ec74
 def _choices(hint) -> tuple|None:
@@ -58,6 +58,12 @@ def config_parser(cls, # a configuration dataclass
 def config_from_args(cls, args:argparse.Namespace):
     "An instance of `cls` from parsed arguments."
     return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+def given_fields(cls, parser:argparse.ArgumentParser, argv:list|None=None) -> set:
+    "The fields of `cls` whose option the command line gives, even at its default value (`--resume --size 320`)."
+    unset = object()  # argparse fills in a default only where the namespace has no value yet
+    args = parser.parse_args(argv, argparse.Namespace(**{f.name: unset for f in fields(cls)}))
+    return {f.name for f in fields(cls) if getattr(args, f.name) is not unset}
 
 # %% ../nbs/00b_cli.ipynb #349f4f45
 def progress(results, total:int, # an iterable and its length

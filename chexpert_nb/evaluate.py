@@ -157,8 +157,9 @@ def ood_summary(per_image:pd.DataFrame, # `file` and `ood_score` (NaN: not score
     return {'statistics': True, 'method': ood_info.get('method'), 'threshold': float(ood_info['threshold']),
             'n_scored': n, 'n_flagged': k, 'share_flagged': k / n if n else np.nan,
             'flagged': per_image['file'][flagged].astype(str).tolist(),
+            'n_not_scored': len(scores) - n,
             'note': f"{k} of {n} images ({k / n if n else 0:.0%}) out of distribution (score above {float(ood_info['threshold']):.4g}, "
-                    f"{ood_info.get('method')})" + (f"; {len(scores) - n} not scored" if n < len(scores) else '')}
+                    f"{ood_info.get('method')})"}
 
 # %% ../nbs/16_evaluate.ipynb #6f204f02
 def detect_layout(paths:pd.Series, # a CSV's `Path` column
@@ -213,6 +214,10 @@ def check_eval(cfg:EvalConfig):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} {v!r}: it must be a whole number, at least 1.")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, (int, np.integer)) or not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"--seed {cfg.seed!r}: it must be a whole number from 0 to 2**32 - 1.")
+    if cfg.split is not None and cfg.dataset is None:
+        raise ValueError(f"--split {cfg.split}: a split is for --dataset (its official lists); with --csv, the CSV is what is scored.")
 
 # %% ../nbs/16_evaluate.ipynb #27c6046e
 def read_labels(cfg:EvalConfig) -> tuple[pd.DataFrame, str, str, str]:

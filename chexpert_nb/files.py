@@ -8,8 +8,8 @@ import csv, errno, hashlib, os, stat, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FileLimitError', 'read_bytes', 'umask', 'no_space', 'replace_atomically', 'sha256', 'sha256_file', 'csv_cell',
-           'CsvRows', 'write_csv', 'unique_names']
+__all__ = ['FileLimitError', 'read_bytes', 'umask', 'no_space', 'replace_atomically', 'os_error_text', 'sha256', 'sha256_file',
+           'csv_cell', 'CsvRows', 'write_csv', 'log_text', 'unique_names']
 
 # %% ../nbs/00a_files.ipynb #61fec52a
 class FileLimitError(ValueError):
@@ -54,7 +54,8 @@ def no_space(path:str|Path, e:OSError) -> OSError:
 def replace_atomically(path:str|Path, write): # write(tmp_path) writes the new content
     "Write `path` through a temporary file in its folder and a rename, with the umask's permissions."
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try: fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    except OSError as e: raise no_space(path, e) from e
     os.close(fd)
     try:
         write(tmp)
@@ -65,6 +66,13 @@ def replace_atomically(path:str|Path, write): # write(tmp_path) writes the new c
         raise no_space(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
+
+def os_error_text(e:OSError) -> str:
+    "The line a command prints for an `OSError` a user can act on: a full disk (`no_space`'s sentence), a permission, or the error."
+    if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)):
+        return e.strerror if e.filename is None else no_space(e.filename, e).strerror
+    if isinstance(e, PermissionError): return f"permission denied: {e.filename}: check that you may read and write there."
+    return str(e)
 
 def sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
@@ -99,6 +107,12 @@ def write_csv(df, # a pandas DataFrame
         if text(safe[c]): safe[c] = safe[c].map(csv_cell)
     if index and text(safe.index): safe.index = safe.index.map(csv_cell)
     replace_atomically(path, lambda tmp: safe.to_csv(tmp, index=index))
+
+# %% ../nbs/00a_files.ipynb #8c3f5b61
+def log_text(v) -> str:
+    "A name or tag from a file as a log line shows it: control characters escaped (`\\n`, `\\x1b`), non-UTF-8 bytes as `\\xNN`."
+    s = str(v).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode('ascii') for c in s)
 
 # %% ../nbs/00a_files.ipynb #b472d182
 def unique_names(names:list) -> list:

@@ -11,9 +11,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .files import FileLimitError, read_bytes, sha256
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'MAX_FILE_MB', 'IMAGE_SUFFIXES', 'DEPTHS', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES', 'LATERAL_VIEWS',
-           'NOTE_TAGS', 'ImageLoadError', 'read_source', 'data_range', 'to_8bit', 'to_gray', 'load_image', 'make_dicom',
-           'squish', 'image_batch', 'read_gray', 'dicom_info', 'dicom_tags', 'plain_language_notes']
+__all__ = ['MAX_PIXELS', 'MAX_FILE_MB', 'IMAGE_SUFFIXES', 'DEPTHS', 'TOP_PERCENTILES', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
+           'LATERAL_VIEWS', 'NOTE_TAGS', 'ImageLoadError', 'read_source', 'data_range', 'to_8bit', 'to_gray',
+           'load_image', 'make_dicom', 'squish', 'image_batch', 'read_gray', 'dicom_info', 'dicom_tags',
+           'plain_language_notes']
 
 # %% ../nbs/02_images.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -43,16 +44,24 @@ def _too_large(name, w, h, max_pixels):
 
 # %% ../nbs/02_images.ipynb #452b7770
 DEPTHS = (8, 10, 12, 14, 16)  # the bit depths a detector stores
+TOP_PERCENTILES = (99.5, 99.9)  # the top value: a marker at the maximum on <= 0.5% of the pixels, other outliers <= 0.1%
+
+def _top_value(a:np.ndarray) -> float:
+    "The value a range must hold: the 99.5th percentile, or where higher the 99.9th of the pixels below the maximum (`TOP_PERCENTILES`)."
+    below = a[a < a.max()]  # without a marker burned in at the top value
+    return float(max(np.percentile(a, TOP_PERCENTILES[0]), np.percentile(below, TOP_PERCENTILES[1]) if below.size else 0))
 
 def data_range(arr:np.ndarray, # grayscale pixel values
-               bits:int|None=None, # the bit depth the file declares (DICOM BitsStored, PNG sBIT); None: from the data
+               bits:int|None=None, # the significant bits the file declares (PNG sBIT); None: from the data
+               depth:int=16, # the file's bit depth: where `bits`-bit data is scaled to (its top value is above 2**bits - 1)
               ) -> tuple[float, float]:
-    "`(lo, hi)`: `[0, 2**bits - 1]`, else the smallest of `DEPTHS` holding the 99.9th percentile, else (signed, float) percentiles 0.1-99.9."
-    if bits: return 0.0, float(2 ** bits - 1)
+    """`(lo, hi)` from the top value `q` (`_top_value`): declared `bits`: `[0, 2**bits - 1]` if `q` fits in it, else
+    `[0, 2**depth - 1]` (scaled samples); else the smallest of `DEPTHS` holding `q`; signed or float data: its percentiles 0.1-99.9."""
     a = np.asarray(arr)
-    if a.dtype.kind in 'ub' or (a.dtype.kind == 'i' and a.min() >= 0):
-        q = np.percentile(a, 99.9)
-        return 0.0, float(2 ** next((b for b in DEPTHS if 2 ** b - 1 >= q), 32) - 1)
+    unsigned = a.dtype.kind in 'ub' or (a.dtype.kind == 'i' and (a.size == 0 or a.min() >= 0))
+    q = _top_value(a) if unsigned and a.size else 0.0
+    if bits: return 0.0, float(2 ** (bits if q <= 2 ** bits - 1 else max(bits, depth)) - 1)
+    if unsigned: return 0.0, float(2 ** next((b for b in DEPTHS if 2 ** b - 1 >= q), 32) - 1)
     lo, hi = np.percentile(a[np.isfinite(a)], [0.1, 99.9]) if np.isfinite(a).any() else (0.0, 0.0)
     return float(lo), float(hi)
 
@@ -63,12 +72,14 @@ def to_8bit(arr:np.ndarray, lo:float, hi:float) -> np.ndarray:
     return np.rint(np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
 
 def _png_sbit(data:bytes) -> int|None:
-    "The significant bits a grayscale PNG's `sBIT` chunk declares, or None (no chunk, or not a PNG)."
-    if data[:8] != b'\x89PNG\r\n\x1a\n': return None
-    i = 8
+    "The significant bits a PNG's `sBIT` chunk declares for its gray or colour samples (the most of R, G, B; not alpha), or None."
+    if data[:8] != b'\x89PNG\r\n\x1a\n' or len(data) < 26: return None
+    i, k = 8, 3 if data[25] in (2, 6) else 1  # the chunk's bytes: gray [alpha] or R, G, B [alpha]
     while i + 8 <= len(data):
         n, kind = struct.unpack('>I4s', data[i:i + 8])
-        if kind == b'sBIT': return data[i + 8] if n >= 1 and 0 < data[i + 8] <= 16 else None
+        if kind == b'sBIT':
+            b = max(data[i + 8:i + 8 + min(n, k)], default=0)
+            return b if 0 < b <= 16 else None
         if kind in (b'IDAT', b'IEND'): return None  # sBIT comes before the image data
         i += 12 + n
     return None
@@ -214,6 +225,27 @@ def _open_dicom(data:bytes, name:str, max_pixels:int) -> Image.Image:
         return _dicom_colour(apply_color_lut(arr, ds), ds, name, 'RGB', int(ds.RedPaletteColorLookupTableDescriptor[2]))
     return _dicom_gray(arr, ds, name)
 
+# %% ../nbs/02_images.ipynb #e27b94c0
+def _png16_colour(data:bytes) -> bool:
+    "A 16-bit PNG with colour or alpha (IHDR colour type 2, 4 or 6), which PIL would read as 8 bits."
+    return data[:8] == b'\x89PNG\r\n\x1a\n' and data[12:16] == b'IHDR' and len(data) > 25 and data[24] == 16 and data[25] in (2, 4, 6)
+
+def _png16_gray(data:bytes, name:str) -> Image.Image:
+    "A 16-bit colour PNG as 8-bit gray, decoded by OpenCV: PIL's luminance, mapped by `data_range`, composited on black, EXIF-rotated."
+    import cv2
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # BGR or BGRA (gray + alpha: gray 3 times)
+    if a is None or a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ImageLoadError(f"{name} is a 16-bit colour PNG that cannot be decoded at 16 bits (read at 8 bits it would "
+                             "be almost black): convert it to a 16-bit grayscale PNG.")
+    f = np.float32
+    gray = a[..., 2] * f(0.299) + a[..., 1] * f(0.587) + a[..., 0] * f(0.114)  # PIL's 'L' weights
+    alpha = a[..., 3] * f(1 / 65535) if a.shape[2] == 4 else None
+    seen = gray if alpha is None or not (alpha > 0).any() else gray[alpha > 0]  # the range: the samples' own values, where seen
+    lo, hi = data_range(np.rint(seen).clip(0, 65535).astype(np.uint16), _png_sbit(data))
+    img = Image.fromarray(to_8bit(gray if alpha is None else gray * alpha, lo, hi), 'L')  # then composited onto black, as 8-bit is
+    img.getexif()[0x0112] = Image.open(io.BytesIO(data)).getexif().get(0x0112, 1)  # the orientation `_open_pil` applied
+    return ImageOps.exif_transpose(img)
+
 # %% ../nbs/02_images.ipynb #d80acd81
 def load_image(src:str|Path|bytes|Image.Image, # a path, the file's bytes, or an already opened PIL image
                name:str|None=None, # how errors name it (default: the path, or '<uploaded bytes>')
@@ -236,7 +268,10 @@ def _load_image(src, name:str, max_pixels:int) -> Image.Image:
     data, name = read_source(src, name)
     if not data: raise ImageLoadError(f"{name} is empty (0 bytes): the upload or copy failed; try again.")
     if _is_dicom(data, name): img = _open_dicom(data, name, max_pixels)
-    else: img = to_gray(_open_pil(data, name, max_pixels), _png_sbit(data))
+    else:
+        img = _open_pil(data, name, max_pixels)  # checked: size, frames, damage
+        if _png16_colour(data): img = _png16_gray(data, name)  # PIL read it as 8 bits: decoded again at 16
+        img = to_gray(img, _png_sbit(data))
     img = to_gray(img)
     if min(img.size) < 2: raise ImageLoadError(f"{name} is {img.size[0]}x{img.size[1]} pixels: too small to be an X-ray.")
     return img
@@ -319,15 +354,16 @@ NOTE_TAGS = ('Modality', 'BodyPartExamined', 'ViewPosition')  # the only tags re
 def dicom_info(src, # a path or the file's bytes
                name:str|None=None, # how a DICOM is recognised without its marker (a .dcm name)
               ) -> tuple[dict, str|None]:
-    "`(tags, study key)`: the note tags of a DICOM where present, and an opaque key of its patient and study (or None)."
+    "`(tags, key)`: a DICOM's note tags, and an opaque key of its patient and study ('patient:...' without a study UID; None)."
     try:
         if isinstance(src, Image.Image): return {}, None
         data, name = read_source(src, name)
         if not data or not _is_dicom(data, name): return {}, None
         ds, _ = _parse_dicom(data, name, stop_before_pixels=True)
         tags = {k: str(ds.get(k)) for k in NOTE_TAGS if ds.get(k) not in (None, '')}
-        study = str(ds.get('StudyInstanceUID') or '')
-        return tags, (sha256(f"{ds.get('PatientID') or ''}\0{study}".encode())[:16] if study else None)
+        study, patient = str(ds.get('StudyInstanceUID') or ''), str(ds.get('PatientID') or '')
+        key = sha256(f"{patient}\0{study}".encode())[:16]
+        return tags, (key if study else f"patient:{key}" if patient else None)  # no study UID: its patient, at least
     except Exception: return {}, None  # the image itself is read (or refused) by `load_image`: its tags only add notes
 
 def dicom_tags(src) -> dict:

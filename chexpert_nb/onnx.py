@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from fastcore.script import call_parse
-from .files import replace_atomically, sha256_file
+from .files import replace_atomically, sha256_file, os_error_text
 from .labels import to_probs
 from .model import input_affine
 from .selfcheck import preprocessing
@@ -67,4 +67,5 @@ def export_onnx_cli(model:str, # the model bundle folder, e.g. models/<name>
     "Add `model.onnx` to a model bundle (for ONNX Runtime), e.g. one trained before bundles carried it."
     try: path = export_onnx(model, opset)
     except (BundleError, ImportError) as e: sys.exit(f"chexpert-export-onnx: {e}")
+    except OSError as e: sys.exit(f"chexpert-export-onnx: {os_error_text(e)}")  # a full disk: the bundle is left as it was
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")

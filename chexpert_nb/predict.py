@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_predict.ipynb #17f087a1
 from __future__ import annotations
-import errno, os, re, sys, tempfile, warnings
+import errno, os, re, stat, sys, tempfile, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +52,7 @@ class Prepared(NamedTuple):
     img: Image.Image  # the 8-bit gray image (`load_image`)
     x: np.ndarray  # its uint8 model input (1, size, size)
     notes: list  # plain-language notes from its DICOM tags (CT, lateral view, ...)
-    key: str|None  # an opaque key of its DICOM patient and study (None: not a DICOM, or no study UID)
+    key: str|None  # an opaque key of its DICOM patient and study ('patient:...' with no study UID; None: not a DICOM, or neither)
 
 class Predictor:
     "Probabilities (calibrated as the bundle says), out-of-distribution scores and study results, on an engine."
@@ -134,12 +134,16 @@ class Predictor:
         if aggregate not in ('max', 'mean'): raise ValueError(f"aggregate must be 'max' or 'mean', not {aggregate!r}")
         items = [it if isinstance(it, tuple) else (str(it), it) for it in items]
         names = unique_names([str(n) for n, _ in items])
-        images, inputs, errors, probs, scores, notes = {}, {}, {}, {}, {}, {}
+        images, inputs, errors, probs, scores, notes, keys = {}, {}, {}, {}, {}, {}, {}
         for name, (_, src) in zip(names, items):
             try: prep = self.prepare(src, name)
             except ImageLoadError as e: errors[name] = str(e); continue
             images[name], inputs[name] = prep.img, prep.x
             if prep.notes: notes[name] = prep.notes
+            if prep.key: keys[name] = prep.key
+        if len(set(keys.values())) > 1:  # one study is one patient's: say so on every DICOM rather than mix them silently
+            for n in keys: notes[n] = notes.get(n, []) + [f"these files hold {len(set(keys.values()))} DICOM studies (other patients or "
+                                                          "studies): the study value mixes them; read one study at a time"]
         for name, (p, err, s) in zip(inputs, self.forward(list(inputs.values()), list(inputs))):
             if p is None: errors[name] = err; del images[name]
             else: probs[name], scores[name] = p, s
@@ -157,7 +161,9 @@ class Predictor:
 
 # %% ../nbs/14_predict.ipynb #d391822f
 def _has_dicm(path:str) -> bool:
+    "Whether a file without an image suffix is a DICOM (its `DICM` marker); what is not a regular file is never opened."
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode): return False
         with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
     except OSError: return False
 
@@ -178,7 +184,7 @@ def find_images(inputs:list, # files and folders
             dirnames.sort()
             for f in sorted(filenames):
                 p = os.path.join(dirpath, f)
-                if f.lower().endswith(IMAGE_SUFFIXES) or ('.' not in f and _has_dicm(p)): yield p
+                if f.lower().endswith(IMAGE_SUFFIXES) or _has_dicm(p): yield p  # a DICOM may be named by its UID: 1.2.840...
                 else: skipped[os.path.splitext(f)[1].lower() or 'no suffix'] += 1
 
 def skipped_text(skipped:Counter) -> str:
@@ -220,7 +226,7 @@ _CHEXPERT_STUDY = re.compile(r'(?:^|/)patient\d+/study\d+/view\d+_(?:frontal|lat
 def study_key(result:FileResult, named:bool) -> tuple|None:
     "The study a file belongs to (DICOM study, CheXpert study folder, or walked folder), or None; `named`: given by name."
     folder = os.path.dirname(os.path.abspath(result.path))
-    if result.key: return ('dicom', result.key)
+    if result.key: return ('dicom', result.key) + ((folder,) if result.key.startswith('patient:') else ())  # no study UID: patient, folder
     if _CHEXPERT_STUDY.search(Path(result.path).as_posix()): return ('folder', folder)
     return None if named else ('folder', folder)
 

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve
 from .observations import COMPETITION_TASKS
-from .files import replace_atomically, write_csv
+from .files import replace_atomically, write_csv, log_text, os_error_text
 from .cli import config_parser, config_from_args
 from .labels import DEFAULT_POLICY
 from .bundle import BundleError, set_thresholds
@@ -154,9 +154,10 @@ def summary_text(ev:Evaluation) -> str:
     lines.append("  published 5-task means, Pham et al. 2020: " + ', '.join(f"{v:.3f} ({k})" for k, v in PHAM_2020_MEAN_AUROC.items()))
     if summary['unscorable']: lines.append("  unscorable: " + '; '.join(f"{o} ({r})" for o, r in summary['unscorable'].items()))
     ood = summary['ood']
-    lines.append(f"  out of distribution: {ood['note']}" + (': ' + ', '.join('/'.join(Path(f).parts[-3:]) for f in ood['flagged'][:5]) +
-                 (f" and {len(ood['flagged']) - 5} more (evaluation.json)" if len(ood['flagged']) > 5 else '')
-                 if ood.get('flagged') else ''))
+    flagged = ood.get('flagged') or []
+    lines.append(f"  out of distribution: {ood['note']}" + (': ' + ', '.join(log_text('/'.join(Path(f).parts[-3:])) for f in flagged[:5]) +
+                 (f" and {len(flagged) - 5} more (evaluation.json)" if len(flagged) > 5 else '') if flagged else '') +
+                 (f"; {ood['n_not_scored']} not scored (failed to load)" if ood.get('n_not_scored') else ''))
     return '\n'.join(lines + _heldout_text(summary) + _calibration_text(summary) + _thresholds_text(summary))
 
 # %% ../nbs/17_report.ipynb #8e03ce2b
@@ -212,6 +213,7 @@ def evaluate_cli(argv:list|None=None):
         ev = evaluate(cfg)
         save_evaluation(ev, cfg)
     except (BundleError, FileNotFoundError, ValueError, ImportError) as e: raise SystemExit(f"chexpert-evaluate: {e}") from None
+    except OSError as e: raise SystemExit(f"chexpert-evaluate: {os_error_text(e)}") from None  # a full disk: each file kept or whole
     print(summary_text(ev))
     print(f"wrote {Path(cfg.model)/'evaluation.csv'}, evaluation.json, evaluation_predictions.csv, roc.png, reliability.png, MODEL_CARD.md"
           if cfg.save else "wrote nothing (--no-save)")

@@ -17,7 +17,7 @@ from fastcore.imports import in_notebook
 from fastai.vision.all import Learner, ProgressCallback, set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL
 from .observations import OBSERVATIONS, COMPETITION_TASKS
-from .cli import check_config, config_parser, config_from_args
+from .cli import check_config, config_parser, config_from_args, given_fields
 from .data import read_chexpert_csv
 from .sample import default_data, is_synthetic, make_sample, SAMPLE_DIRNAME
 from .datasets import NIH_SPLIT_FILES, read_dataset
@@ -277,8 +277,8 @@ def _best_metrics(out:Path, tasks:list, keep:str='best') -> dict:
     return {k: (None if pd.isna(row[k]) else float(row[k])) for k in keys if k in row}
 
 # %% ../nbs/12_train.ipynb #5d50d549
-def start_run(cfg:TrainConfig, resume:bool) -> tuple[TrainConfig, dict|None]:
-    "The run to do, writing nothing: `cfg` afresh in a free folder, or the saved configuration and state of the run to resume."
+def start_run(cfg:TrainConfig, resume:bool, given:set|None=None) -> tuple[TrainConfig, dict|None]:
+    "The run to do, writing nothing: `cfg` afresh, or the saved run to resume (refusing `given` options, else non-defaults, that differ)."
     out = Path(cfg.out)
     if not rank_distrib() and (holder := lock_holder(out)): refuse_locked(holder, out)
     if not resume:
@@ -293,8 +293,9 @@ def start_run(cfg:TrainConfig, resume:bool) -> tuple[TrainConfig, dict|None]:
     if not rank_distrib(): print(f"resuming {out} at stage {state['stage']}, epoch {state['epoch']}, batch "
                                  f"{state['batch']} (checkpoint saved {state['saved_at']})", flush=True)
     saved = TrainConfig(**{**json.loads((out/'checkpoints'/'train_config.json').read_text()), 'out': str(out)})
+    named = (lambda k: k in given) if given is not None else (lambda k: getattr(cfg, k) != getattr(TrainConfig(), k))
     asked = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ('out', 'num_workers')
-             and getattr(cfg, f.name) != getattr(saved, f.name) and getattr(cfg, f.name) != getattr(TrainConfig(), f.name)}
+             and getattr(cfg, f.name) != getattr(saved, f.name) and named(f.name)}
     kept = ', '.join(f'{k} {getattr(saved, k)!r}' for k in asked)
     if asked: raise ValueError(f"--resume continues the run in {out} as it was configured ({kept}), "
                                f"not with {', '.join(f'{k} {v!r}' for k, v in asked.items())}: start a new run in another --out to change them.")
@@ -379,10 +380,11 @@ def write_bundle(learn:Learner, config:BundleConfig, cfg:TrainConfig):
 def train(cfg:TrainConfig, # what to train; with `resume`, the saved configuration of the run is used instead
           resume:bool=False, # continue the run in `cfg.out` from its last checkpoint
           quiet:bool=False, # no progress bars: one line per epoch (also when stdout is not a terminal)
+          given:set|None=None, # with `resume`: the options given on a command line, each checked against the saved run
          ) -> Learner:
     "Train a CheXpert model as `cfg` says, checkpointing as it goes, and write its bundle to `cfg.out`."
     check_train(cfg)
-    cfg, state = start_run(cfg, resume)
+    cfg, state = start_run(cfg, resume, given)
     if num_distrib() > 1 and not rank_distrib(): print(f"distributed: {num_distrib()} processes", flush=True)
     set_seed(cfg.seed)
     root, synthetic, train_df, valid_df = run_data(cfg)
@@ -422,7 +424,7 @@ def train_cli(argv:list|None=None):
     "Train a CheXpert classifier from the command line (`chexpert-train --help`)."
     args = train_parser().parse_args(argv)
     cfg = config_from_args(TrainConfig, args)
-    try: train(cfg, resume=args.resume, quiet=args.quiet)
+    try: train(cfg, resume=args.resume, quiet=args.quiet, given=given_fields(TrainConfig, train_parser(), argv))
     except (PretrainedWeightsError, RunLockedError, CheckpointError, BundleError, OSError, ValueError) as e:
         raise SystemExit(f"chexpert-train: {_cli_error(e)}") from e
     if not rank_distrib(): print(f"wrote the model bundle to {cfg.out}")

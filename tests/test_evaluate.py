@@ -280,3 +280,20 @@ def test_the_share_out_of_distribution_is_reported(bundle, sample_dir, tmp_path)
     assert ood['statistics'] and ood['n_scored'] == len(preds) and ood['n_flagged'] == int(above.sum())
     assert ood['flagged'] == preds.file[above].tolist() and np.isclose(ood['share_flagged'], above.mean())
     assert f"out of distribution: {ood['n_flagged']} of {len(preds)} images" in r.stdout
+
+
+def test_a_full_disk_is_one_line_and_leaves_each_file_whole(bundle, sample_dir, tmp_path, monkeypatch):
+    "The disk fills while evaluation writes its files: one line naming the folder, no traceback, no half-written file."
+    import errno
+    import chexpert_nb.files as files
+    model = tmp_path/'m'; shutil.copytree(bundle, model)
+    before = (model/'config.json').read_text()
+    real = files.os.replace
+    def full(src, dst):
+        if str(dst).endswith('evaluation.json'): raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(src, dst)
+    monkeypatch.setattr(files.os, 'replace', full)
+    r = _evaluate('--model', model, '--csv', sample_dir/'valid.csv', '--n-boot', 20, '--no-progress')
+    assert r.returncode == 1 and f'no space left on the disk of {model}' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (model/'evaluation.json').exists() and not list(model.glob('.*.tmp'))
+    assert json.loads((model/'config.json').read_text()).keys() == json.loads(before).keys()

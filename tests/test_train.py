@@ -154,6 +154,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     assert json.loads(lock.read_text())['pid'] == p.pid  # killed: its lock is left behind, stale
     code, _, stderr = run_cli(train_cli, '--out', out, '--resume', '--size', 64)  # --resume keeps the run's options
     assert code == 1 and 'as it was configured (size 32), not with size 64' in stderr, stderr
+    code, _, stderr = run_cli(train_cli, '--out', out, '--resume', '--size', 320, '--epochs', 3)  # typed, though the defaults
+    assert code == 1 and 'as it was configured (size 32, epochs 2), not with size 320, epochs 3' in stderr, stderr
     sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
     try:  # while a live process holds the folder, a second run is refused
         lock.write_text(json.dumps({'pid': sleeper.pid, 'host': socket.gethostname()}))
