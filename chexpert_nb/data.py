@@ -151,9 +151,14 @@ def read_chexpert_csv(csv_path:str|Path, # a CheXpert `train.csv`/`valid.csv`, o
     "Read and validate a CheXpert CSV: the 19 columns plus `patient`, `study`, `view` (and `file` with a `root`)."
     csv_path = Path(csv_path)
     if not csv_path.exists(): raise FileNotFoundError(f"{csv_path} does not exist.")
-    _check_columns(csv_path, pd.read_csv(csv_path, nrows=0).columns)
-    try: df = pd.read_csv(csv_path, dtype={o: 'float32' for o in OBSERVATIONS} | {'Path': str})
-    except ValueError: df = pd.read_csv(csv_path, dtype=str)  # a label that is no number: find and name it
+    try:
+        _check_columns(csv_path, pd.read_csv(csv_path, nrows=0).columns)
+        try: df = pd.read_csv(csv_path, dtype={o: 'float32' for o in OBSERVATIONS} | {'Path': str})
+        except ValueError as e:
+            if isinstance(e, UnicodeDecodeError): raise
+            df = pd.read_csv(csv_path, dtype=str)  # a label that is no number: find and name it
+    except UnicodeDecodeError as e: raise CheXpertCSVError(
+        f"{csv_path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): save it as a UTF-8 CSV (Excel: CSV UTF-8).") from None
     check_labels(csv_path, df)
     df[OBSERVATIONS] = df[OBSERVATIONS].astype('float32')
     if df['Path'].isna().any():

@@ -8,7 +8,7 @@ import io, os, struct, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from .files import FileLimitError, read_bytes, sha256
+from .files import FileLimitError, read_bytes, sha256, log_text
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_FILE_MB', 'IMAGE_SUFFIXES', 'DEPTHS', 'TOP_PERCENTILES', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
@@ -374,7 +374,7 @@ def _tag(tags, keyword:str) -> str:
     v = tags.get(keyword) if hasattr(tags, 'get') else None
     if v is None: return ''
     v = getattr(v, 'value', v)  # a pydicom DataElement
-    return str(v).strip().upper()
+    return log_text(str(v).strip().upper())  # a tag's control characters never reach a note, a CSV cell or a page raw
 
 def plain_language_notes(tags, # DICOM tag values by keyword (a dict, or a pydicom Dataset): Modality, BodyPartExamined, ViewPosition
                          frontal_only:bool=False, # the model was trained on frontal views only

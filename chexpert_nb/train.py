@@ -114,7 +114,8 @@ def check_train(cfg:TrainConfig):
     if cfg.weights is not None:
         if not cfg.pretrained:
             raise ValueError(f"--weights {cfg.weights}: ImageNet weights are for a pretrained run; drop --no-pretrained or --weights.")
-        if not Path(cfg.weights).is_file(): raise ValueError(f"--weights {cfg.weights}: no such file; pass the .pth state dict of {cfg.arch}.")
+        if not Path(cfg.weights).is_file(): raise ValueError(f"--weights {cfg.weights}: " + ("not a regular file" if Path(cfg.weights).exists()
+                                                             else "no such file") + f"; pass the .pth state dict of {cfg.arch}.")
     if cfg.patient_column and cfg.layout != 'flat':
         raise ValueError(f"--patient-column {cfg.patient_column!r} is for --layout flat: CheXpert paths name their patient.")
     resolve_policy(cfg.policy); parse_tasks(','.join(cfg.tasks))
