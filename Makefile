@@ -30,6 +30,7 @@ sync-check: $(STAMP)
 # outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
 # The notebooks write their bundles to temporary folders and pytest keeps its last runs: here both go to one folder
 # made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk).
+# nbdev-test runs beside pytest, so that each fills the other's waits (servers starting, browsers loading, locks).
 # pytest runs one worker per core (pytest-xdist), a test file per worker at a time (`--dist loadfile`): a file's module
 # fixtures (a bundle, a server, a browser) are built once; the disk-cached tiny model is trained by one worker, under a lock.
 # pyflakes' checks and a line-length rule ([tool.ruff] in pyproject.toml) on the library, the tests and the benchmarks.
@@ -38,9 +39,12 @@ lint: $(STAMP)
 
 test: sync-check lint
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
-	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test" && TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test && \
-	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile" && \
-	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test (beside pytest; its output follows pytest's)"; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test > $$tmp/nbdev-test.log 2>&1 & nb=$$!; \
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile"; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile; py=$$?; \
+	wait $$nb; nbrc=$$?; echo "== nbdev-test (exit $$nbrc)"; cat $$tmp/nbdev-test.log; \
+	test $$py -eq 0 -a $$nbrc -eq 0
 
 # What `make test` leaves out for time (minutes of CPU for little more coverage): notebook cells tagged `#| slow` and
 # tests marked `slow` (the ONNX export of every architecture of the table; one per family runs in `make test`).
