@@ -159,7 +159,7 @@ def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_val
         pretrained=cfg.pretrained, tasks=list(cfg.tasks),
         data={'root': str(root), 'dataset': cfg.dataset, 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
               'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank, 'patient_column': cfg.patient_column},
-        training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')})
+        training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')} | {'bs': min(cfg.bs, n_train)})  # the batch used
 
 # %% ../nbs/12_train.ipynb #e632ce0f
 def _valid_probs(learn:Learner, policy:dict) -> tuple[np.ndarray, np.ndarray]:

@@ -133,6 +133,8 @@ def test_a_batch_larger_than_the_training_set_is_shrunk_and_said(sample_dir, tmp
     assert 'the batch is 6, the whole training set (--bs 64 is larger' in stdout, stdout
     history = pd.read_csv(out/'history.csv')
     assert np.isfinite(history['train_loss']).all(), history  # it trained on a batch
+    assert json.loads((out/'config.json').read_text())['training']['bs'] == 6  # the bundle and its card record the batch used
+    assert 'bs `6`' in (out/'MODEL_CARD.md').read_text()
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
     out = tmp_path/'m'
