@@ -6,7 +6,7 @@ fastai's one-cycle fit with checkpoints that resume, and a model bundle with eve
 
 # %% ../nbs/12_train.ipynb #c2d03e47
 from __future__ import annotations
-import argparse, errno, fcntl, hashlib, importlib.util, json, math, os, shutil, sys
+import argparse, fcntl, hashlib, importlib.util, json, math, os, shutil, sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastcore.imports import in_notebook
 from fastai.vision.all import Learner, ProgressCallback, set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL
 from .observations import OBSERVATIONS, COMPETITION_TASKS
+from .files import os_error_text
 from .cli import check_config, config_parser, config_from_args, given_fields
 from .data import read_chexpert_csv
 from .sample import default_data, is_synthetic, make_sample, SAMPLE_DIRNAME
@@ -418,8 +419,7 @@ def _cli_error(e:Exception) -> str:
     "The one line `chexpert-train` prints for an error a user can fix."
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename}: check that you may read --data and write --out there."
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)): return e.strerror  # `no_space`'s sentence
-    return str(e)
+    return os_error_text(e) if isinstance(e, OSError) else str(e)  # a full disk: `no_space`'s sentence
 
 def train_cli(argv:list|None=None):
     "Train a CheXpert classifier from the command line (`chexpert-train --help`)."
