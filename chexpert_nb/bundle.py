@@ -13,7 +13,7 @@ import numpy as np
 from .observations import OBSERVATIONS, COMPETITION_TASKS
 from .files import FileLimitError, read_bytes, replace_atomically, sha256
 from .labels import resolve_policy, n_outputs
-from .model import ARCHS, build_model, normalize_stats
+from .model import ARCHS, HEADS, build_model, normalize_stats
 from .selfcheck import CHECKS, preprocessing, make_reference, check_reference, act_on_check
 if TYPE_CHECKING: from torch import nn  # for annotations: torch is imported where it is used
 
@@ -24,8 +24,9 @@ __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'OOD_FI
            'list_models', 'unfinished_models']
 
 # %% ../nbs/06_bundle.ipynb #f24c569f
-SCHEMA_VERSION = 3  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
-                    # 3: the fields `onnx`, `reference`, `calibration` and `ood` (older readers refuse them by version, not by name)
+SCHEMA_VERSION = 4  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
+                    # 3: the fields `onnx`, `reference`, `calibration` and `ood` (older readers refuse them by version, not by name);
+                    # 4: the field `head` (older bundles have fastai's)
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, OOD_FILE = 'config.json', 'model.safetensors', 'model.onnx', 'ood.safetensors'
 
 class BundleError(ValueError):
@@ -36,6 +37,7 @@ class BundleConfig:
     "What a model is and how to feed it: the contents of a bundle's `config.json`."
     name: str  # the model's name (its folder name when trained)
     arch: str = 'densenet121'  # a name of the architecture table (`04_model`'s `ARCHS`)
+    head: str = 'fastai'  # the head on the body (`04_model`'s `HEADS`): fastai's `create_head` or 'linear'
     size: int = 320  # images are squished to size x size
     n_in: int = 1  # input channels: 1 (grayscale) or 3 (gray repeated)
     observations: list = field(default_factory=lambda: list(OBSERVATIONS))  # in output order
@@ -69,7 +71,7 @@ def _upgrade(d:dict, source) -> dict:
     if d.get('schema_version', 1) < 2:
         method = d.pop('threshold_method', None)
         d.setdefault('threshold_sources', {o: {'method': method, 'csv': None} for o in d.get('thresholds') or {}})
-    # version 2 -> 3: the new fields have defaults
+    # version 2 -> 3 and 3 -> 4: the new fields have defaults (a bundle before 4 has fastai's head)
     d['schema_version'] = SCHEMA_VERSION
     return d
 
@@ -77,12 +79,13 @@ def _number(v, lo=-np.inf, hi=np.inf) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and lo < v < hi
 
 def _plain_name(name) -> bool:
-    "A file name inside the bundle folder: no folder, no '..'."
-    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in ('.', '..')
+    "A file name inside the bundle folder: no folder, no '..', no control character (a NUL, a newline)."
+    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in ('.', '..') and name.isprintable()
 
 def _validate(c:BundleConfig, source):
     "Check every field a model's use depends on; `BundleError` naming the first that is wrong."
     _check(c.arch in ARCHS, source, 'arch', f"is {c.arch!r}, not a model this project builds: {', '.join(ARCHS)}.")
+    _check(c.head in HEADS, source, 'head', f"is {c.head!r}, not a head this project builds: {', '.join(HEADS)}.")
     _check(isinstance(c.size, int) and 16 <= c.size <= 4096, source, 'size', f"is {c.size!r}: an image side in pixels (16-4096).")
     _check(c.n_in in (1, 3), source, 'n_in', f"is {c.n_in!r}: input channels are 1 or 3.")
     _check(list(c.observations) == OBSERVATIONS, source, 'observations',
@@ -202,7 +205,7 @@ def save_bundle(model:nn.Module, # the model (a fastai Learner's `.model`, unwra
     replace_atomically(model_dir/WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={'format': 'pt'}))
     sha, rec = sha256((model_dir/WEIGHTS_FILE).read_bytes()), config.onnx or {}
     same = rec.get('weights_sha256') == sha and rec.get('preprocessing') == preprocessing(config)
-    fresh = build_model(config.arch, config.n_in, config.n_outputs, size=config.size)  # on the CPU, as loading will be
+    fresh = build_model(config.arch, config.n_in, config.n_outputs, size=config.size, head=config.head)  # on the CPU, as loading will be
     fresh.load_state_dict(state); fresh.eval()
     write_config(replace(config, reference=make_reference(fresh, config, sha), onnx=rec if same else {}), model_dir)
     if complete: mark_complete(model_dir)
@@ -267,7 +270,7 @@ def load_weights(model_dir:str|Path, config:BundleConfig) -> tuple[nn.Module, st
     try: state = load(data)
     except Exception as e: raise BundleError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): "
                                              "it is damaged or truncated; restore it or re-export the model.") from None
-    try: model = build_model(config.arch, config.n_in, config.n_outputs, size=config.size)
+    try: model = build_model(config.arch, config.n_in, config.n_outputs, size=config.size, head=config.head)
     except ImportError as e: raise BundleError(f"{model_dir}: {e}") from None
     _check_weights(state, model, path)
     model.load_state_dict(state)

@@ -62,8 +62,8 @@ def _ci(r:dict) -> str:
 def _model_section(c:BundleConfig) -> list:
     source = c.training.get('weights') or (ARCHS[c.arch].weights if c.arch in ARCHS else 'unknown')  # a file, 'torchvision' or a package
     pre = f"ImageNet weights ({_code(source)})" if c.pretrained else 'from scratch (random initialisation)'
-    policies = pd.Series(c.policy).value_counts()
-    return ['## Model', f"- Architecture: {_code(c.arch)}, {c.size} x {c.size} px, {c.n_in} input channel(s), {c.n_outputs} outputs; "
+    policies, head = pd.Series(c.policy).value_counts(), "a linear head" if c.head == 'linear' else "fastai's head"
+    return ['## Model', f"- Architecture: {_code(c.arch)} with {head}, {c.size} x {c.size} px, {c.n_in} input channel(s), {c.n_outputs} outputs; "
             f"started {pre}.",
             "- Uncertainty policy: " + ', '.join(f"{p} ({n})" for p, n in policies.items()) +
             f"; blank labels: {c.data.get('blank', 'negative')}; frontal views only: {c.frontal_only}.",

@@ -4,13 +4,13 @@
 
 # %% ../nbs/00b_cli.ipynb #4cef8956
 from __future__ import annotations
-import argparse, dataclasses, sys, time
+import argparse, contextlib, dataclasses, sys, time
 from dataclasses import MISSING, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'given_fields', 'progress']
+__all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'given_fields', 'progress', 'plain_warnings']
 
 # %% ../nbs/00b_cli.ipynb #c081ec74
 def _choices(hint) -> tuple|None:
@@ -83,3 +83,14 @@ def progress(results, total:int, # an iterable and its length
         if time.monotonic() - last >= every:
             print(line.format(i=i, total=total), file=file, flush=True); last, shown = time.monotonic(), i
     if shown != i: print(line.format(i=i, total=total), file=file, flush=True)  # the count at the end
+
+# %% ../nbs/00b_cli.ipynb #c4e5d2f1
+@contextlib.contextmanager
+def plain_warnings(prog:str): # the command's name, e.g. 'chexpert-evaluate'
+    "Within this block, print each warning to stderr as `prog: warning: message`, one line without Python's file and line."
+    import warnings
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+    before, warnings.showwarning = warnings.showwarning, show
+    try: yield
+    finally: warnings.showwarning = before

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+import os, warnings
 import numpy as np, pandas as pd
 from sklearn.metrics import roc_curve, precision_recall_curve, brier_score_loss
 from .observations import OBSERVATIONS, COMPETITION_TASKS
@@ -20,12 +21,13 @@ from .metrics import unscorable_reason, bootstrap_auroc
 from .calibration import (MIN_PER_CLASS, LOG_T_BOUND, expected_calibration_error, fit_calibration,
     with_calibration, crossfit_calibration)
 from .ood import in_distribution
+from .bundle import BundleConfig
 from .predict import Predictor, predict_files, aggregate_studies
 
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'choose_threshold', 'rates', 'heldout_thresholds',
            'calibration_table', 'study_patients', 'evaluate_predictions', 'ood_summary', 'detect_layout', 'EvalConfig',
-           'check_eval', 'read_labels', 'calibration_report', 'Evaluation', 'evaluate']
+           'check_eval', 'read_labels', 'trained_on', 'calibration_report', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #4ad4efff
 PAPER_AUROC = {'Atelectasis': 0.858, 'Cardiomegaly': 0.854, 'Consolidation': 0.939, 'Edema': 0.941,
@@ -240,6 +242,17 @@ def read_labels(cfg:EvalConfig) -> tuple[pd.DataFrame, str, str, str]:
             "name, or use CheXpert paths (patientNNNNN/studyN/viewN_frontal.jpg) and layout='chexpert'.")
     return df, layout, str(csv.absolute()), csv.name  # an absolute path: says which file wherever it is read
 
+def trained_on(config:BundleConfig, csv:str|Path) -> str|None:
+    "A warning when `csv` is the very CSV the bundle was trained on (its config's `data`): its AUROCs would measure memory."
+    data = config.data or {}
+    if not data.get('root') or not data.get('csv'): return None
+    try:
+        if not os.path.samefile(Path(data['root'])/data['csv'], csv): return None
+    except OSError: return None  # not there any more, or not a file: nothing to compare
+    return (f"{csv} is the CSV this model was trained on: {data.get('n_train', 'its')} of its images were training images, "
+            "so these AUROCs say how well the model remembers them, not how it does on patients it never saw; evaluate on "
+            "valid.csv or on held-out patients.")
+
 # %% ../nbs/16_evaluate.ipynb #d3934fe3
 def _task_mean(values:pd.Series) -> float:
     "Mean over the competition tasks that have a value (NaN when none has)."
@@ -309,12 +322,13 @@ def evaluate(cfg:EvalConfig) -> Evaluation:
     predictor = Predictor.from_bundle(model_dir, cfg.device, calibrated=False)  # a broken bundle fails here, before the CSV is read
     config = predictor.config  # raw probabilities from the predictor; the bundle's calibration is applied here
     df, layout, source, label = read_labels(cfg)
+    if cfg.csv and (note := trained_on(config, cfg.csv)): warnings.warn(note, stacklevel=2)
     frontal_only = config.frontal_only if cfg.frontal_only is None else cfg.frontal_only
     if frontal_only: df = df[df['Frontal/Lateral'].str.lower() == 'frontal'].reset_index(drop=True)
     if not len(df): raise ValueError(f"{source}: no image to evaluate" + (" (frontal_only=True)" if frontal_only else ''))
     results = predict_files(predictor, df['file'], cfg.batch_size)
     rows = [(*(r.probs if r.probs is not None else [np.nan] * len(OBSERVATIONS)), r.error, r.ood_score) for r in
-            (progress(results, len(df), 'predicted {i}/{total} images') if cfg.progress else results)]
+            (progress(results, len(df), 'processed {i}/{total} images') if cfg.progress else results)]
     per_image = pd.DataFrame(rows, columns=[*predictor.observations, 'error', 'ood_score'])
     per_image.insert(0, 'study', df['study']); per_image.insert(1, 'file', df['file'])
     raw, obs = per_image.copy(), predictor.observations

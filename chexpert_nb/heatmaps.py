@@ -53,11 +53,12 @@ def torch_cam(engine, # a `TorchEngine` (`13_engines`)
         return scale_cam(cam(input_tensor=x, targets=[lambda out: (out * w).sum(-1)])[0])
 
 # %% ../nbs/15_heatmaps.ipynb #9bbeb255
-_HEAD_KEYS = ('1.2.weight', '1.2.bias', '1.2.running_mean', '1.2.running_var', '1.4.weight',
-              '1.6.weight', '1.6.bias', '1.6.running_mean', '1.6.running_var', '1.8.weight')
+_HEAD_KEYS = {'fastai': ('1.2.weight', '1.2.bias', '1.2.running_mean', '1.2.running_var', '1.4.weight',
+                          '1.6.weight', '1.6.bias', '1.6.running_mean', '1.6.running_var', '1.8.weight'),
+              'linear': ('1.2.weight',)}  # per `BundleConfig.head`: the tensors the gradient goes through
 
 def head_params(model_dir:str|Path, config:BundleConfig) -> dict:
-    "The head's two BatchNorm1d as `(scale, shift)` and its two Linear weights, in float64, from the bundle's verified weights."
+    "The head's weights in float64 from the bundle's verified weights: fastai's two BatchNorm1d as `(scale, shift)` and two Linears, or one Linear."
     from safetensors.numpy import load
     path = Path(model_dir)/WEIGHTS_FILE
     try: data = read_bytes(path, WEIGHTS_MAX_MB * 2**20, 'weights')
@@ -68,10 +69,12 @@ def head_params(model_dir:str|Path, config:BundleConfig) -> dict:
         f"the graph's {expected[:12]}...): heatmaps from it would show another model's evidence; restore the file or run "
         f"chexpert-export-onnx {model_dir}.")
     state = load(data)
-    if missing := sorted(set(_HEAD_KEYS) - set(state)): raise BundleError(
-        f"{path} lacks the head's tensors {missing}: this Grad-CAM needs fastai's default head (04_model's model_head); "
-        "use the torch engine.")
-    t = {k: state[k].astype(np.float64) for k in _HEAD_KEYS}
+    keys = _HEAD_KEYS[config.head]
+    if missing := sorted(set(keys) - set(state)): raise BundleError(
+        f"{path} lacks the head's tensors {missing}, which its config's head ({config.head!r}, 04_model's model_head) has: "
+        "the weights are not this config's; restore them or use the torch engine.")
+    t = {k: state[k].astype(np.float64) for k in keys}
+    if config.head == 'linear': return dict(W=t['1.2.weight'])
     def affine(i):  # BatchNorm1d in evaluation mode: x * scale + shift (eps 1e-5, torch's default)
         scale = t[f'1.{i}.weight'] / np.sqrt(t[f'1.{i}.running_var'] + 1e-5)
         return scale, t[f'1.{i}.bias'] - t[f'1.{i}.running_mean'] * scale
@@ -85,6 +88,8 @@ def gradcam_numpy(features:np.ndarray, # (C, h, w) the body's output for one ima
     "The unscaled `(h, w)` Grad-CAM map: ReLU of the channels weighted by the mean gradient of the target."
     C, h, w = features.shape
     flat = features.reshape(C, -1).astype(np.float64)
+    if 'W' in head:  # the linear head: average pool, then one Linear
+        return np.maximum(np.tensordot((target @ head['W']) / (h * w), flat, 1).reshape(h, w), 0)
     hidden = (np.concatenate([flat.max(1), flat.mean(1)]) * head['s1'] + head['b1']) @ head['W1'].T  # BN, Linear
     grad_hidden = (target @ head['W2']) * head['s2'] * (hidden > 0)  # back through Linear, BN, ReLU
     grad_pooled = (grad_hidden @ head['W1']) * head['s1']  # back through Linear, BN: (max part, average part)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_images.ipynb #37a0c889
 from __future__ import annotations
-import io, os, struct, warnings
+import io, os, stat, struct, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,8 +13,8 @@ from .files import FileLimitError, read_bytes, sha256, log_text
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_FILE_MB', 'IMAGE_SUFFIXES', 'DEPTHS', 'TOP_PERCENTILES', 'RADIOGRAPH_MODALITIES', 'MODALITY_NAMES',
            'LATERAL_VIEWS', 'NOTE_TAGS', 'ImageLoadError', 'read_source', 'data_range', 'to_8bit', 'to_gray',
-           'load_image', 'make_dicom', 'squish', 'image_batch', 'read_gray', 'dicom_info', 'dicom_tags',
-           'plain_language_notes']
+           'is_dicom_file', 'load_image', 'make_dicom', 'squish', 'image_batch', 'read_gray', 'dicom_info',
+           'dicom_tags', 'plain_language_notes']
 
 # %% ../nbs/02_images.ipynb #114d362e
 class ImageLoadError(ValueError):
@@ -124,6 +124,13 @@ def _open_pil(data:bytes, name:str, max_pixels:int) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 # %% ../nbs/02_images.ipynb #1a5866e2
+def is_dicom_file(path:str|Path) -> bool:
+    "Whether `path` is a regular file holding DICOM's marker (`DICM` after the 128-byte preamble); nothing else is opened."
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode): return False  # a FIFO or device would block or never end
+        with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
+    except OSError: return False
+
 def _is_dicom(data:bytes, name:str) -> bool:
     return data[128:132] == b'DICM' or str(name).lower().endswith(('.dcm', '.dicom'))
 

@@ -127,7 +127,7 @@ def chexpert_learner(dls, # from `chexpert_dls`
                      weights:str|Path|None=None, # a local ImageNet state-dict file (`--weights`)
                     ) -> Learner:
     "A fastai Learner for CheXpert: `build_model`'s network, masked loss, AUROCs, the paper's Adam."
-    model = build_model(config.arch, config.n_in, config.n_outputs, config.pretrained, weights, config.size)
+    model = build_model(config.arch, config.n_in, config.n_outputs, config.pretrained, weights, config.size, config.head)
     learn = Learner(dls, model, loss_func=ChexpertLoss(config.policy), opt_func=paper_adam, splitter=model_splitter,
                     metrics=auroc_metrics(config.policy, config.tasks), path=path, model_dir='checkpoints', cbs=cbs)
     learn.unfreeze()

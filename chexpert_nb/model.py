@@ -14,7 +14,7 @@ from .images import squish
 if TYPE_CHECKING: import torch; from torch import nn  # for annotations: torch is imported where it is used
 
 # %% auto #0
-__all__ = ['ARCHS', 'LITE_PACKAGES', 'Arch', 'check_arch', 'model_head', 'PretrainedWeightsError', 'download_imagenet',
+__all__ = ['ARCHS', 'LITE_PACKAGES', 'HEADS', 'Arch', 'check_arch', 'model_head', 'PretrainedWeightsError', 'download_imagenet',
            'imagenet_state', 'load_imagenet', 'build_model', 'model_splitter', 'normalize_stats', 'input_affine',
            'to_model_input', 'preprocess']
 
@@ -55,11 +55,16 @@ def _concat_pool():
         def forward(self, x): return torch.cat([self.mp(x), self.ap(x)], 1)
     return ConcatPool()
 
+HEADS = ('fastai', 'linear')  # the heads `model_head` builds
+
 def model_head(n_features:int, # channels of the body's output
                n_out:int, # model outputs
+               head:str='fastai', # 'fastai' (its default `create_head`) or 'linear' (torchvision's own classifier)
               ) -> nn.Sequential:
-    "fastai's default `create_head`: concat pool, flatten, [BN, dropout, linear] to 512 with ReLU, then to `n_out`."
+    "fastai's `create_head` (concat pool, flatten, [BN, dropout, linear] to 512 with ReLU, then to `n_out`), or average pool and one linear layer."
     from torch import nn
+    if head == 'linear': return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(n_features, n_out))
+    if head != 'fastai': raise ValueError(f"unknown head {head!r}: one of {', '.join(HEADS)}")
     nf = 2 * n_features
     return nn.Sequential(_concat_pool(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(0.25), nn.Linear(nf, 512, bias=False),
                          nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, n_out, bias=False))
@@ -160,6 +165,7 @@ def build_model(arch:str='densenet121', # a name of `ARCHS`
                 pretrained:bool=False, # start from ImageNet weights (`imagenet_state`)
                 weights:str|Path|None=None, # with `pretrained`: a local state-dict file instead of the download
                 size:int=224, # the input side (EfficientNet-Lite's "same" padding is computed for it)
+                head:str='fastai', # `model_head`'s kind: 'fastai' or 'linear'
                ) -> nn.Module:
     "`Sequential(body, head)` of `arch`: random weights, or ImageNet's in the body when `pretrained`."
     from torch import nn
@@ -167,7 +173,7 @@ def build_model(arch:str='densenet121', # a name of `ARCHS`
     if pretrained: load_imagenet(net, *imagenet_state(arch, weights), arch)
     body, first, nf = _cut(net, row.family)
     _gray_first_conv(first, n_in, pretrained)
-    return nn.Sequential(body, model_head(nf, n_outputs))
+    return nn.Sequential(body, model_head(nf, n_outputs, head))
 
 def model_splitter(model:nn.Module) -> list:
     "Two parameter groups, body then head: fastai freezes all but the last (`fine_tune`) and can give each its own rate."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_predict.ipynb #17f087a1
 from __future__ import annotations
-import errno, os, re, stat, sys, tempfile, warnings
+import errno, os, re, sys, tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +13,9 @@ import numpy as np, pandas as pd
 from PIL import Image
 from .observations import OBSERVATIONS
 from .files import CsvRows, no_space, umask, unique_names
-from .cli import check_config, config_parser, config_from_args, progress
+from .cli import check_config, config_parser, config_from_args, plain_warnings, progress
 from .images import (ImageLoadError, IMAGE_SUFFIXES, load_image, image_batch, read_source, dicom_info,
-    plain_language_notes)
+    is_dicom_file, plain_language_notes)
 from .bundle import BundleError, ONNX_FILE, WEIGHTS_FILE, read_config, self_check
 from .calibration import apply_calibration
 from .ood import load_ood, ood_scores, in_distribution
@@ -160,13 +160,6 @@ class Predictor:
                            images, notes, self.ood[1]['threshold'] if self.ood else None)
 
 # %% ../nbs/14_predict.ipynb #d391822f
-def _has_dicm(path:str) -> bool:
-    "Whether a file without an image suffix is a DICOM (its `DICM` marker); what is not a regular file is never opened."
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode): return False
-        with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
-    except OSError: return False
-
 def find_images(inputs:list, # files and folders
                 skipped:Counter|None=None, # counts what folders hold besides images: by suffix, 'unreadable folder', 'link loop'
                ):
@@ -184,7 +177,7 @@ def find_images(inputs:list, # files and folders
             dirnames.sort()
             for f in sorted(filenames):
                 p = os.path.join(dirpath, f)
-                if f.lower().endswith(IMAGE_SUFFIXES) or _has_dicm(p): yield p  # a DICOM may be named by its UID: 1.2.840...
+                if f.lower().endswith(IMAGE_SUFFIXES) or is_dicom_file(p): yield p  # a DICOM may be named by its UID: 1.2.840...
                 else: skipped[os.path.splitext(f)[1].lower() or 'no suffix'] += 1
 
 def skipped_text(skipped:Counter) -> str:
@@ -300,7 +293,7 @@ def predict_to_csv(predictor:Predictor, inputs:list, # files and folders
             rows = CsvRows(fh)
             rows.row('path', 'level', 'study', *obs, 'error', 'ood_score', 'in_distribution', 'notes')
             results = predict_files(predictor, paths, batch_size)
-            for r in (progress(results, len(paths), 'predicted {i}/{total} images', every) if show_progress else results):
+            for r in (progress(results, len(paths), 'processed {i}/{total} images', every) if show_progress else results):
                 probs, flag = np.full(len(obs), np.nan) if r.probs is None else r.probs, predictor.flag(r.ood_score)
                 label = groups.label(study_key(r, r.path in named), r.path)
                 rows.row(r.path, 'image', label, *map(_fmt, probs), r.error, _fmt(r.ood_score), _flag(flag), '; '.join(r.notes))
@@ -416,10 +409,8 @@ def predict(cfg:PredictConfig) -> int:
     "Run `chexpert-predict` as `cfg` says; the exit status (1 when any file failed or none was found)."
     check_predict(cfg)
     if cfg.self_check: return _print_self_check(cfg.model, cfg.threads)
-    with warnings.catch_warnings(record=True) as caught:  # printed as sentences, without Python's file:line
-        warnings.simplefilter('always')
+    with plain_warnings('chexpert-predict'):  # printed as sentences, without Python's file:line
         predictor = Predictor.from_bundle(cfg.model, cfg.device, cfg.engine, cfg.threads, check=cfg.check)
-    for w in caught: print(f"warning: {w.message}", file=sys.stderr)
     _say_model(predictor)
     try: counts = predict_to_csv(predictor, cfg.inputs, cfg.out, cfg.batch_size, max_views=cfg.max_views, aggregate=cfg.aggregate)
     except KeyboardInterrupt as e:

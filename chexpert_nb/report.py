@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve
 from .observations import COMPETITION_TASKS
 from .files import replace_atomically, write_csv, log_text, os_error_text
-from .cli import config_parser, config_from_args
+from .cli import config_parser, config_from_args, plain_warnings
 from .labels import DEFAULT_POLICY
 from .bundle import BundleError, set_thresholds
 from .calibration import MIN_PER_CLASS, LOG_T_BOUND, calibration_bins, expected_calibration_error, set_calibration
@@ -210,8 +210,7 @@ def evaluate_cli(argv:list|None=None):
     "`chexpert-evaluate` (see `--help`)."
     cfg = config_from_args(EvalConfig, evaluate_parser().parse_args(argv))
     try:
-        ev = evaluate(cfg)
-        save_evaluation(ev, cfg)
+        with plain_warnings('chexpert-evaluate'): ev = evaluate(cfg); save_evaluation(ev, cfg)
     except (BundleError, FileNotFoundError, ValueError, ImportError) as e: raise SystemExit(f"chexpert-evaluate: {e}") from None
     except OSError as e: raise SystemExit(f"chexpert-evaluate: {os_error_text(e)}") from None  # a full disk: each file kept or whole
     print(summary_text(ev))

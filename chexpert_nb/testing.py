@@ -48,7 +48,7 @@ def tiny_bundle(model_dir:str|Path, # the folder to write (created)
     cfg = BundleConfig(Path(model_dir).name, arch=arch, size=size, n_in=n_in, policy=policy, n_outputs=n_outputs(policy),
                        normalize=normalize_stats(n_in, arch), pretrained=False, thresholds=dict(thresholds or {}), **config)
     torch.manual_seed(seed)
-    return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size).eval(), cfg, model_dir)
+    return save_bundle(build_model(arch, n_in, cfg.n_outputs, size=size, head=cfg.head).eval(), cfg, model_dir)
 
 # %% ../nbs/07_testing.ipynb #9fc24371
 def random_batchnorm(model:torch.nn.Module, seed:int=0) -> torch.nn.Module:

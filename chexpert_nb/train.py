@@ -18,7 +18,7 @@ from fastai.vision.all import Learner, ProgressCallback, set_seed, rank_distrib,
 from fastai.distributed import DistributedDL
 from .observations import OBSERVATIONS, COMPETITION_TASKS
 from .files import os_error_text
-from .cli import check_config, config_parser, config_from_args, given_fields
+from .cli import check_config, config_parser, config_from_args, given_fields, plain_warnings
 from .data import read_chexpert_csv
 from .sample import default_data, is_synthetic, make_sample, SAMPLE_DIRNAME
 from .datasets import NIH_SPLIT_FILES, read_dataset
@@ -56,6 +56,7 @@ class TrainConfig:
     patient_column: str|None = None  # with --layout flat: the column naming each image's patient, in the CSV or meta.csv; None: one per image
     out: str = 'models/chexpert-densenet121'  # model folder: bundle, history.csv, checkpoints/
     arch: ArchName = 'densenet121'  # the network (04_model's table): densenet121/161/169/201, resnet*, efficientnet_lite0 (offline ImageNet weights)
+    head: Literal['fastai', 'linear'] = 'fastai'  # the head on the body: fastai's create_head, or 'linear' (average pool, one Linear: a plain loop's)
     pretrained: bool = True  # ImageNet weights; False (--no-pretrained) = from scratch, an explicit choice
     weights: str|None = None  # a local .pth of the arch's ImageNet state dict (air-gapped); None: torchvision's download or the lite package's
     size: int = 320  # images are squished to size x size
@@ -155,7 +156,7 @@ def load_frames(cfg:TrainConfig, root:Path) -> tuple[pd.DataFrame, pd.DataFrame]
 def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_valid:int) -> BundleConfig:
     "The bundle's config (`06_bundle`), before metrics and thresholds are known."
     policy = resolve_policy(cfg.policy)
-    return BundleConfig(name=Path(cfg.out).name, arch=cfg.arch, size=cfg.size, n_in=cfg.n_in, policy=policy,
+    return BundleConfig(name=Path(cfg.out).name, arch=cfg.arch, head=cfg.head, size=cfg.size, n_in=cfg.n_in, policy=policy,
         n_outputs=n_outputs(policy), normalize=normalize_stats(cfg.n_in, cfg.arch), frontal_only=cfg.frontal_only,
         pretrained=cfg.pretrained, tasks=list(cfg.tasks),
         data={'root': str(root), 'dataset': cfg.dataset, 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
@@ -425,7 +426,8 @@ def train_cli(argv:list|None=None):
     "Train a CheXpert classifier from the command line (`chexpert-train --help`)."
     args = train_parser().parse_args(argv)
     cfg = config_from_args(TrainConfig, args)
-    try: train(cfg, resume=args.resume, quiet=args.quiet, given=given_fields(TrainConfig, train_parser(), argv))
+    try:
+        with plain_warnings('chexpert-train'): train(cfg, resume=args.resume, quiet=args.quiet, given=given_fields(TrainConfig, train_parser(), argv))
     except (PretrainedWeightsError, RunLockedError, CheckpointError, BundleError, OSError, ValueError) as e:
         raise SystemExit(f"chexpert-train: {_cli_error(e)}") from e
     if not rank_distrib(): print(f"wrote the model bundle to {cfg.out}")
@@ -443,7 +445,7 @@ def _cache_key(cfg:TrainConfig, patients:int) -> str:
     for f in sorted(Path(importlib.util.find_spec('chexpert_nb').origin).parent.glob('*.py')): h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
-def cached_bundle(copy_to:str|Path|None=None, # a folder to copy the bundle to (changed freely); None: the shared one, read only
+def cached_bundle(copy_to:str|Path|None=None, # a folder to copy the bundle to (changed freely; no checkpoints); None: the shared one, read only
                   patients:int=48, # training patients in the synthetic sample (48: enough held out for some temperatures)
                   **overrides, # `TrainConfig` fields other than the small defaults
                  ) -> Path:
@@ -460,4 +462,6 @@ def cached_bundle(copy_to:str|Path|None=None, # a folder to copy the bundle to (
             data = make_sample(folder/SAMPLE_DIRNAME, patients=patients, seed=0)
             train(replace(cfg, data=str(data), out=str(folder/'model')), quiet=True)
     if copy_to is None: return folder/'model'
-    shutil.copytree(folder/'model', copy_to); return Path(copy_to)
+    skip = lambda d, names: ['checkpoints'] if Path(d) == folder/'model' else []  # 130 MB of weights and optimizer state
+    shutil.copytree(folder/'model', copy_to, ignore=skip)
+    return Path(copy_to)

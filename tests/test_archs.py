@@ -58,13 +58,16 @@ def test_resnet_trains_from_weights_on_disk_and_serves_in_both_engines(sample_di
     _engines_agree(out, next(sample_dir.rglob('*.jpg')))
 
 def test_efficientnet_lite0_trains_offline_from_imagenet_and_serves_in_both_engines(sample_dir, tmp_path):
-    "The pretrained Lite0 of the installed package: no download, the package's weights in the body, ONNX equal to torch."
+    "The pretrained Lite0 of the installed package, with the linear head: no download, ONNX equal to torch, the card says which head."
     out = tmp_path/'lite'
-    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'efficientnet_lite0', *TINY[1:],
-                              '--no-calibrate', '--no-ood')
+    code, _, stderr = run_cli(train_cli, '--data', sample_dir, '--out', out, '--arch', 'efficientnet_lite0', '--head', 'linear',
+                              *TINY[1:], '--no-calibrate', '--no-ood')
     assert code == 0, stderr[-2000:]
     config = read_config(out)
     assert config.arch == 'efficientnet_lite0' and config.pretrained and config.normalize['mean'] != [0.485]
+    model, _ = load_bundle(out)
+    assert config.head == 'linear' and [type(m).__name__ for m in model[1]] == ['AdaptiveAvgPool2d', 'Flatten', 'Linear']
+    assert "efficientnet_lite0` with a linear head" in (out/'MODEL_CARD.md').read_text()
     _engines_agree(out, next(sample_dir.rglob('*.jpg')))
 
 @pytest.mark.parametrize('arch', list(ARCHS))

@@ -211,7 +211,7 @@ def test_chexpert_predict_reports_what_it_skips_and_keeps_odd_names(tiny_model, 
     r = _predict(d, '--model', tiny_model, '--out', tmp_path/'p.csv', '--batch-size', 4)
     assert r.returncode == 0, r.stderr
     assert '3 skipped: 2 .gif, 1 .pdf (only JPEG, PNG and DICOM files are read)' in r.stderr, r.stderr
-    assert 'predicted 31/31 images' in r.stderr and r.stderr.count('predicted ') <= 2, r.stderr  # not a line per image
+    assert 'processed 31/31 images' in r.stderr and r.stderr.count('processed ') <= 2, r.stderr  # not a line per image
     df = pd.read_csv(tmp_path/'p.csv', keep_default_na=False)
     assert len(df) == 31 and (df.error == '').all() and df.path.str.endswith('caf\\xe9.png').sum() == 1
     assert not list(tmp_path.glob('*.partial'))
