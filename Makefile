@@ -29,7 +29,9 @@ sync-check: $(STAMP)
 # One torch/OpenMP thread per process: nbdev-test runs notebooks in parallel, and on a small machine threads that
 # outnumber the cores stall each other (an epoch took 10x longer with 2 threads per process on 2 shared cores).
 # The notebooks write their bundles to temporary folders and pytest keeps its last runs: here both go to one folder
-# made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk).
+# made for this run and removed at its end (before, repeated runs left gigabytes in /tmp and filled the disk). Within
+# a run pytest removes a passing test's tmp_path at once (pyproject.toml): one run had peaked at 11.8 GB, which a CI
+# machine's disk did not hold.
 # nbdev-test runs beside pytest, so that each fills the other's waits (servers starting, browsers loading, locks).
 # pytest runs one worker per core (pytest-xdist), a test file per worker at a time (`--dist loadfile`): a file's module
 # fixtures (a bundle, a server, a browser) are built once; the disk-cached tiny model is trained by one worker, under a lock.

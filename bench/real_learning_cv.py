@@ -9,6 +9,7 @@ Arms (TrainConfig fields; all: 128 px, 8 epochs, batch 16, one-cycle lr 1e-3, la
   densenet121-scratch     the same loop, DenseNet-121 from scratch (random initialisation)
   lite0-scratch           the same loop, EfficientNet-Lite0 from scratch
   lite0-pretrained-linear the preset with a linear head (average pool, one Linear) in place of fastai's
+  densenet121-scratch-linear  DenseNet-121 from scratch with that linear head
 
 Resumable: every (arm, fold) that finishes is written to --out at once and skipped by the next run with that --out,
 so the arms can also run in two processes at once (--arms a --out A.json, --arms b --out B.json; then --report A.json B.json).
@@ -29,9 +30,11 @@ COMMON = dict(size=128, epochs=8, bs=16, lr=1e-3, augment=True, keep='last', pol
 ARMS = {'lite0-pretrained': dict(arch='efficientnet_lite0', pretrained=True),
         'densenet121-scratch': dict(arch='densenet121', pretrained=False),
         'lite0-scratch': dict(arch='efficientnet_lite0', pretrained=False),
-        'lite0-pretrained-linear': dict(arch='efficientnet_lite0', pretrained=True, head='linear')}
+        'lite0-pretrained-linear': dict(arch='efficientnet_lite0', pretrained=True, head='linear'),
+        'densenet121-scratch-linear': dict(arch='densenet121', pretrained=False, head='linear')}
 PAIRS = [('lite0-pretrained', 'densenet121-scratch'), ('lite0-pretrained', 'lite0-scratch'),
-         ('lite0-pretrained-linear', 'lite0-pretrained'), ('lite0-pretrained-linear', 'densenet121-scratch')]
+         ('lite0-pretrained-linear', 'lite0-pretrained'), ('lite0-pretrained-linear', 'densenet121-scratch'),
+         ('densenet121-scratch-linear', 'densenet121-scratch'), ('lite0-pretrained-linear', 'densenet121-scratch-linear')]
 
 
 def fold_of(patients, k:int, seed:int=RL.SEED):
