@@ -289,7 +289,7 @@ class ChexpertApp:
         self.load_predictor, self.heatmap = load_predictor or Predictor.from_bundle, heatmap or gradcam
         self.predictor, self.model_dir, self.table, self.images, self.errors, self.study_count = None, None, None, {}, {}, 0
         self.checks = {}  # `view_checks` of the study shown
-        self._items, self._upload_errors, self._quiet = [], {}, False
+        self._items, self._upload_errors, self._quiet, self._unfinished = [], {}, False, ''
         self._build()
         self.refresh_models()
 
@@ -327,7 +327,9 @@ class ChexpertApp:
 
     def refresh_models(self):
         "List the bundles in the models folder and select the newest."
-        found = list_models(self.models)
+        found, half = list_models(self.models), unfinished_models(self.models)
+        self._unfinished = (f'<div class="chexpert-unfinished">Not offered, INCOMPLETE (training has not finished writing '  # named, never
+                            f'it): {html.escape(", ".join(d.name for d in half))}</div>' if half else '')  # offered: a run writing, or killed
         self._quiet = True  # choosing below loads the model once
         self.model_picker.options = [(model_label(d), str(d)) for d in found]
         self.model_picker.value = str(found[0]) if found else None
@@ -337,11 +339,8 @@ class ChexpertApp:
         if found: self.use_model(found[0])
         else:
             self.predictor = self.model_dir = None
-            self.upload.disabled, self.model_info.value, self.model_card.value = True, '', ''
+            self.upload.disabled, self.model_info.value, self.model_card.value = True, self._unfinished, ''
             self.status.value = _status(HOW_TO_TRAIN.format(folder=html.escape(str(self.models))), 'no-model')
-        if half := unfinished_models(self.models):  # named, never offered: a run still writing, or killed while it wrote
-            self.model_info.value += (f'<div class="chexpert-unfinished">Not offered, INCOMPLETE (training has not finished '
-                                      f'writing it): {html.escape(", ".join(d.name for d in half))}</div>')
 
     def _on_model(self, change):
         if change['new'] and not self._quiet: self.use_model(Path(change['new']))
@@ -354,13 +353,13 @@ class ChexpertApp:
             self.predictor, self.model_dir = self.load_predictor(model_dir), model_dir
         except Exception as e:
             self.predictor = self.model_dir = None
-            self.model_info.value = self.model_card.value = ''
+            self.model_info.value, self.model_card.value = self._unfinished, ''
             self.status.value = _status(f'Could not load the model in {html.escape(str(model_dir))}: '
                                         f'{html.escape(str(e))}. Pick another one or train a new one.', 'error')
             return
         engine = getattr(getattr(self.predictor, 'engine', None), 'name', None)  # 'onnx' or 'torch'
         self.model_info.value = (f'<span class="model-info">{html.escape(model_summary(self.predictor.config))}' +
-                                 (f'; runs on {ENGINE_NAMES.get(engine, engine)}' if engine else '') + '</span>')
+                                 (f'; runs on {ENGINE_NAMES.get(engine, engine)}' if engine else '') + '</span>' + self._unfinished)
         self.model_card.value = card_html(model_dir)
         self.upload.disabled = False
         if self._items or self._upload_errors: self.analyse(self._items, self._upload_errors)
