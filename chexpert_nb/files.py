@@ -83,10 +83,14 @@ def sha256_file(path:str|Path) -> str:
 # %% ../nbs/00a_files.ipynb #2b16f09f
 _FORMULA = ('=', '+', '-', '@', '\t', '\r')
 
+def _valid_utf8(s:str) -> str:
+    "`s` with the undecodable bytes of a file name (surrogate escapes) written as `\\xNN`: text any UTF-8 file can hold."
+    return s.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
 def csv_cell(v):
     "A CSV cell that a spreadsheet shows as text: formula-like text gets a leading `'`; non-UTF-8 bytes become `\\xNN`."
     if not isinstance(v, str) or not v: return v
-    v = v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    v = _valid_utf8(v)
     if v.startswith(_FORMULA):
         try: float(v); return v  # a number such as -0.5 is not a formula
         except ValueError: return "'" + v
@@ -111,8 +115,7 @@ def write_csv(df, # a pandas DataFrame
 # %% ../nbs/00a_files.ipynb #8c3f5b61
 def log_text(v) -> str:
     "A name or tag from a file as a log line shows it: control characters escaped (`\\n`, `\\x1b`), non-UTF-8 bytes as `\\xNN`."
-    s = str(v).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
-    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode('ascii') for c in s)
+    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode('ascii') for c in _valid_utf8(str(v)))
 
 # %% ../nbs/00a_files.ipynb #b472d182
 def unique_names(names:list) -> list:
