@@ -43,13 +43,14 @@ test: sync-check lint
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test (beside pytest; its output follows pytest's)"; \
 	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test > $$tmp/nbdev-test.log 2>&1 & nb=$$!; \
-	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile"; \
-	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile; py=$$?; \
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15"; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15; py=$$?; \
 	wait $$nb; nbrc=$$?; echo "== nbdev-test (exit $$nbrc)"; cat $$tmp/nbdev-test.log; \
 	test $$py -eq 0 -a $$nbrc -eq 0
 
 # What `make test` leaves out for time (minutes of CPU for little more coverage): notebook cells tagged `#| slow` and
-# tests marked `slow` (the ONNX export of every architecture of the table; one per family runs in `make test`).
+# tests marked `slow` (every architecture of the table through a bundle, ONNX and both engines; `make test` builds
+# every row and takes one row per family that far).
 test-slow: sync-check
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test --flags slow && \

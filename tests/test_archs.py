@@ -71,8 +71,18 @@ def test_efficientnet_lite0_trains_offline_from_imagenet_and_serves_in_both_engi
     _engines_agree(out, next(sample_dir.rglob('*.jpg')))
 
 @pytest.mark.parametrize('arch', list(ARCHS))
-def test_every_arch_of_the_table_round_trips_a_bundle(arch, tmp_path):
-    "Every row of the table builds, saves a self-checked bundle, loads it with equal outputs, and runs in the torch engine."
+def test_every_arch_of_the_table_builds_for_one_gray_channel(arch):
+    "Every row of the table builds from its torchvision or package name, takes one channel, and its head fits its body."
+    from chexpert_nb.model import build_model
+    model = build_model(arch, n_in=1, n_outputs=14, size=32).eval()
+    with torch.no_grad(): features = model[0](torch.zeros(2, 1, 32, 32))
+    with torch.no_grad(): assert features.ndim == 4 and model[1](features).shape == (2, 14)
+
+FAMILIES = ['densenet121', 'resnet18', 'efficientnet_lite0']  # one row per way of building and cutting (04_model's `Arch.family`)
+
+@pytest.mark.parametrize('arch', FAMILIES)
+def test_one_arch_per_family_round_trips_a_bundle(arch, tmp_path):
+    "A row of each family builds, saves a self-checked bundle, loads it with equal outputs, and runs in the torch engine."
     from chexpert_nb.testing import tiny_bundle
     from chexpert_nb.engines import TorchEngine
     out = tiny_bundle(tmp_path/arch, size=32, arch=arch)
@@ -83,9 +93,9 @@ def test_every_arch_of_the_table_round_trips_a_bundle(arch, tmp_path):
     assert np.allclose(TorchEngine(out).probs(x.numpy()), ref, atol=1e-5)
 
 @pytest.mark.slow
-@pytest.mark.parametrize('arch', [a for a in ARCHS if a not in ('densenet121', 'resnet18', 'efficientnet_lite0')])
+@pytest.mark.parametrize('arch', [a for a in ARCHS if a not in FAMILIES])
 def test_every_arch_of_the_table_exports_to_onnx(arch, tmp_path):
-    "The ONNX export of every other row (make test-slow: ~3 min; one per family runs in make test above)."
+    "Every other row through a self-checked bundle, ONNX and both engines (make test-slow, ~3 min; make test: a row per family)."
     from chexpert_nb.testing import tiny_bundle
     from chexpert_nb.onnx import export_onnx
     from chexpert_nb.engines import OnnxEngine, TorchEngine
