@@ -41,8 +41,8 @@ lint: $(STAMP)
 
 test: sync-check lint
 	@tmp=$$(mktemp -d -t chexpert-test.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
-	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test (beside pytest; its output follows pytest's)"; \
-	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test > $$tmp/nbdev-test.log 2>&1 & nb=$$!; \
+	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test --timing (beside pytest; its output follows pytest's)"; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/nbdev-test --timing > $$tmp/nbdev-test.log 2>&1 & nb=$$!; \
 	echo "TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15"; \
 	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15; py=$$?; \
 	wait $$nb; nbrc=$$?; echo "== nbdev-test (exit $$nbrc)"; cat $$tmp/nbdev-test.log; \
