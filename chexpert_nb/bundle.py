@@ -79,13 +79,21 @@ def _number(v, lo=-np.inf, hi=np.inf) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and lo < v < hi
 
 def _plain_name(name) -> bool:
-    "A file name inside the bundle folder: no folder, no '..', no control character (a NUL, a newline)."
-    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in ('.', '..') and name.isprintable()
+    "A file name inside the bundle folder: no folder, no '..', no control character (a NUL, a newline), at most 255 bytes."
+    return (isinstance(name, str) and bool(name) and Path(name).name == name and name not in ('.', '..') and name.isprintable()
+            and len(name.encode('utf-8', 'surrogateescape')) <= 255)
+
+def _short(v, n:int=80) -> str:
+    "`repr(v)`, cut to `n` characters: a message quotes a value, never megabytes of it."
+    r = repr(v)
+    return r if len(r) <= n else f"{r[:n]}... ({len(r)} characters)"
 
 def _validate(c:BundleConfig, source):
     "Check every field a model's use depends on; `BundleError` naming the first that is wrong."
-    _check(c.arch in ARCHS, source, 'arch', f"is {c.arch!r}, not a model this project builds: {', '.join(ARCHS)}.")
-    _check(c.head in HEADS, source, 'head', f"is {c.head!r}, not a head this project builds: {', '.join(HEADS)}.")
+    _check(c.arch in ARCHS, source, 'arch', f"is {_short(c.arch)}, not a model this project builds: {', '.join(ARCHS)}.")
+    _check(c.head in HEADS, source, 'head', f"is {_short(c.head)}, not a head this project builds: {', '.join(HEADS)}.")
+    for name in ('data', 'training', 'metrics'):  # what was recorded: read by the card and by evaluation's checks
+        _check(isinstance(getattr(c, name), dict), source, name, f"is {type(getattr(c, name)).__name__}: a JSON object.")
     _check(isinstance(c.size, int) and 16 <= c.size <= 4096, source, 'size', f"is {c.size!r}: an image side in pixels (16-4096).")
     _check(c.n_in in (1, 3), source, 'n_in', f"is {c.n_in!r}: input channels are 1 or 3.")
     _check(list(c.observations) == OBSERVATIONS, source, 'observations',
@@ -250,7 +258,7 @@ def _check_weights(state:dict, model:nn.Module, path:Path):
     import torch
     expected = model.state_dict()
     missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unknown: raise BundleError(f"{path} does not hold the weights of this config's model (field 'arch'): "
+    if missing or unknown: raise BundleError(f"{path} does not hold the weights of this config's model (fields 'arch' and 'head'): "
         f"{len(missing)} tensor(s) missing (e.g. {missing[:2]}), {len(unknown)} unexpected (e.g. {unknown[:2]}).")
     out_key, in_key = list(expected)[-1], next(k for k in expected if k.endswith('weight'))
     for k, v in expected.items():

@@ -8,6 +8,7 @@ import argparse, contextlib, dataclasses, sys, time
 from dataclasses import MISSING, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 from fastcore.docments import docments
+from .files import log_text
 
 # %% auto #0
 __all__ = ['check_config', 'config_argument', 'config_parser', 'config_from_args', 'given_fields', 'progress', 'plain_warnings']
@@ -90,7 +91,8 @@ def plain_warnings(prog:str): # the command's name, e.g. 'chexpert-evaluate'
     "Within this block, print each warning to stderr as `prog: warning: message`, one line without Python's file and line."
     import warnings
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+        kind = 'warning' if category is UserWarning else category.__name__
+        print(f"{prog}: {kind}: {log_text(message)}", file=file or sys.stderr, flush=True)
     before, warnings.showwarning = warnings.showwarning, show
     try: yield
     finally: warnings.showwarning = before

@@ -244,12 +244,14 @@ def read_labels(cfg:EvalConfig) -> tuple[pd.DataFrame, str, str, str]:
 
 def trained_on(config:BundleConfig, csv:str|Path) -> str|None:
     "A warning when `csv` is the very CSV the bundle was trained on (its config's `data`): its AUROCs would measure memory."
-    data = config.data or {}
-    if not data.get('root') or not data.get('csv'): return None
+    data = config.data if isinstance(config.data, dict) else {}
+    if not isinstance(data.get('root'), str) or not isinstance(data.get('csv'), str) or not Path(data['root']).is_absolute():
+        return None  # a relative root (bundles before 2026-12) names a folder relative to wherever training ran: unknown here
     try:
         if not os.path.samefile(Path(data['root'])/data['csv'], csv): return None
-    except OSError: return None  # not there any more, or not a file: nothing to compare
-    return (f"{csv} is the CSV this model was trained on: {data.get('n_train', 'its')} of its images were training images, "
+    except (OSError, ValueError): return None  # not there any more, not a file, or a NUL in a name: nothing to compare
+    n = data.get('n_train') if isinstance(data.get('n_train'), int) else 'most'
+    return (f"{csv} is the CSV this model was trained on: {n} of its images were training images, "
             "so these AUROCs say how well the model remembers them, not how it does on patients it never saw; evaluate on "
             "valid.csv or on held-out patients.")
 

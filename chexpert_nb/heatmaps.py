@@ -74,6 +74,10 @@ def head_params(model_dir:str|Path, config:BundleConfig) -> dict:
         f"{path} lacks the head's tensors {missing}, which its config's head ({config.head!r}, 04_model's model_head) has: "
         "the weights are not this config's; restore them or use the torch engine.")
     t = {k: state[k].astype(np.float64) for k in keys}
+    last = keys[-1]  # the Linear to the outputs: (n_outputs, its inputs)
+    if t[last].ndim != 2 or t[last].shape[0] != config.n_outputs: raise BundleError(
+        f"{path}: tensor {last} has shape {t[last].shape}, not that of a {config.head!r} head's last Linear to {config.n_outputs} "
+        "outputs (the config's): the weights are not this config's; restore them or use the torch engine.")
     if config.head == 'linear': return dict(W=t['1.2.weight'])
     def affine(i):  # BatchNorm1d in evaluation mode: x * scale + shift (eps 1e-5, torch's default)
         scale = t[f'1.{i}.weight'] / np.sqrt(t[f'1.{i}.running_var'] + 1e-5)

@@ -81,8 +81,8 @@ def bootstrap_auroc(truth:pd.DataFrame, # studies x observations: 1, 0 or NaN (n
         if not reason:
             row['auroc'] = float(roc_auc_score(y[m, j], p[m, j]))
             boot[:, j] = _boot_aurocs(y[:, j], p[:, j], idx)
-            ok = boot[:, j][~np.isnan(boot[:, j])]
-            row['auroc_low'], row['auroc_high'] = np.quantile(ok, [(1 - ci) / 2, (1 + ci) / 2])
+            ok = boot[:, j][~np.isnan(boot[:, j])]  # resamples with both classes (none: no interval, NaN)
+            if len(ok): row['auroc_low'], row['auroc_high'] = np.quantile(ok, [(1 - ci) / 2, (1 + ci) / 2])
             row['n_boot_skipped'] = n_boot - len(ok)
         rows.append(row)
     table = pd.DataFrame(rows).set_index('observation')
@@ -93,5 +93,5 @@ def bootstrap_auroc(truth:pd.DataFrame, # studies x observations: 1, 0 or NaN (n
         cols = [obs.index(t) for t in scored]
         mean['auroc'] = float(table.loc[scored, 'auroc'].mean())
         per_boot = boot[:, cols][~np.isnan(boot[:, cols]).any(axis=1)].mean(axis=1)
-        mean['auroc_low'], mean['auroc_high'] = (float(q) for q in np.quantile(per_boot, [(1 - ci) / 2, (1 + ci) / 2]))
+        if len(per_boot): mean['auroc_low'], mean['auroc_high'] = (float(q) for q in np.quantile(per_boot, [(1 - ci) / 2, (1 + ci) / 2]))
     return table, mean

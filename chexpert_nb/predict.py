@@ -225,7 +225,8 @@ def study_key(result:FileResult, named:bool) -> tuple|None:
 
 class StudyGroups:
     "Labels files with their study as they come (`label`), and keeps each study's views while it has at most `max_views`."
-    def __init__(self, max_views:int=6): self.max_views, self.labels, self.views, self.n_dicom = max_views, {}, {}, Counter()
+    def __init__(self, max_views:int=6):
+        self.max_views, self.labels, self.taken, self.views, self.n_dicom = max_views, {}, set(), {}, Counter()
     def label(self, key:tuple|None, path:str) -> str:
         "The study label of a file with this `study_key`: its folder, or its folder and DICOM study number ('' for none); unique."
         if key is None: return ''
@@ -233,9 +234,9 @@ class StudyGroups:
             folder = os.path.dirname(os.path.abspath(path))
             if key[0] == 'dicom': self.n_dicom[folder] += 1; text = f"{folder} (DICOM study {self.n_dicom[folder]})"
             else: text = key[1]
-            taken, base, i = set(self.labels.values()), text, 2
-            while text in taken: text, i = f"{base} [{i}]", i + 1  # a folder named like another study's label: two studies still
-            self.labels[key] = text
+            base, i = text, 2
+            while text in self.taken: text, i = f"{base} [{i}]", i + 1  # a folder named like another study's label: two studies still
+            self.labels[key] = text; self.taken.add(text)
         return self.labels[key]
     def add(self, label:str, path:str, view):
         "Keep `view` for the study `label` (a file seen twice counts once; a study past `max_views` keeps none)."

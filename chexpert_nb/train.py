@@ -159,7 +159,7 @@ def bundle_config(cfg:TrainConfig, root:Path, synthetic:bool, n_train:int, n_val
     return BundleConfig(name=Path(cfg.out).name, arch=cfg.arch, head=cfg.head, size=cfg.size, n_in=cfg.n_in, policy=policy,
         n_outputs=n_outputs(policy), normalize=normalize_stats(cfg.n_in, cfg.arch), frontal_only=cfg.frontal_only,
         pretrained=cfg.pretrained, tasks=list(cfg.tasks),
-        data={'root': str(root), 'dataset': cfg.dataset, 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
+        data={'root': str(Path(root).absolute()), 'dataset': cfg.dataset, 'synthetic': synthetic, 'csv': cfg.csv, 'valid': cfg.valid,
               'n_train': n_train, 'n_valid': n_valid, 'blank': cfg.blank, 'patient_column': cfg.patient_column},
         training={k: v for k, v in asdict(cfg).items() if k not in ('data', 'out')} | {'bs': min(cfg.bs, n_train)})  # the batch used
 
