@@ -80,8 +80,7 @@ def report(docs:list[dict], n_boot:int=1000):
     import numpy as np
     from chexpert_nb.observations import NIH_OBSERVATIONS
     df = RL.union_frame()
-    key = lambda f: '/'.join(Path(f).parts[-3:])
-    index = {key(f): i for i, f in enumerate(df['file'])}
+    index = {rel: i for i, rel in enumerate(df['rel'])}  # set/images/name, as `run_fold` keys its files
     probs, seconds, folds = {}, {}, {}
     for doc in docs:
         for arm, per_fold in doc['arms'].items():
