@@ -63,7 +63,10 @@ class BundleConfig:
 
 # %% ../nbs/06_bundle.ipynb #3fb0bcd4
 def _check(ok:bool, source, field_name:str, msg:str):
-    if not ok: raise BundleError(f"{source}: field '{field_name}' {msg}")
+    "Raise a `BundleError` naming the field when not `ok`; a message quoting a huge value is cut in the middle, its advice kept."
+    if ok: return
+    if len(msg) > 1000: msg = f"{msg[:500]} ... ({len(msg) - 800} characters left out) ... {msg[-300:]}"
+    raise BundleError(f"{source}: field '{field_name}' {msg}")
 
 def _upgrade(d:dict, source) -> dict:
     "An older config as the current version: version 1's single `threshold_method` becomes a source per threshold."
@@ -83,15 +86,10 @@ def _plain_name(name) -> bool:
     return (isinstance(name, str) and bool(name) and Path(name).name == name and name not in ('.', '..') and name.isprintable()
             and len(name.encode('utf-8', 'surrogateescape')) <= 255)
 
-def _short(v, n:int=80) -> str:
-    "`repr(v)`, cut to `n` characters: a message quotes a value, never megabytes of it."
-    r = repr(v)
-    return r if len(r) <= n else f"{r[:n]}... ({len(r)} characters)"
-
 def _validate(c:BundleConfig, source):
     "Check every field a model's use depends on; `BundleError` naming the first that is wrong."
-    _check(c.arch in ARCHS, source, 'arch', f"is {_short(c.arch)}, not a model this project builds: {', '.join(ARCHS)}.")
-    _check(c.head in HEADS, source, 'head', f"is {_short(c.head)}, not a head this project builds: {', '.join(HEADS)}.")
+    _check(c.arch in ARCHS, source, 'arch', f"is {c.arch!r}, not a model this project builds: {', '.join(ARCHS)}.")
+    _check(c.head in HEADS, source, 'head', f"is {c.head!r}, not a head this project builds: {', '.join(HEADS)}.")
     for name in ('data', 'training', 'metrics'):  # what was recorded: read by the card and by evaluation's checks
         _check(isinstance(getattr(c, name), dict), source, name, f"is {type(getattr(c, name)).__name__}: a JSON object.")
     _check(isinstance(c.size, int) and 16 <= c.size <= 4096, source, 'size', f"is {c.size!r}: an image side in pixels (16-4096).")
