@@ -124,18 +124,16 @@ def _open_pil(data:bytes, name:str, max_pixels:int) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 # %% ../nbs/02_images.ipynb #1a5866e2
-def _dicm(data:bytes) -> bool: return data[128:132] == b'DICM'  # DICOM's marker, after the 128-byte preamble
-
 def is_dicom_file(path:str|Path) -> bool:
     "Whether `path` is a regular file holding DICOM's marker (`DICM` after the 128-byte preamble); nothing else is read."
     try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opened without O_NONBLOCK waits for a writer forever
     except (OSError, ValueError): return False  # missing, unreadable, or a NUL in the name
-    try: return stat.S_ISREG(os.fstat(fd).st_mode) and _dicm(os.pread(fd, 132, 0))  # what was opened, not the name
+    try: return stat.S_ISREG(os.fstat(fd).st_mode) and os.pread(fd, 132, 0)[128:132] == b'DICM'  # what was opened, not the name
     except OSError: return False
     finally: os.close(fd)
 
 def _is_dicom(data:bytes, name:str) -> bool:
-    return _dicm(data) or str(name).lower().endswith(('.dcm', '.dicom'))
+    return data[128:132] == b'DICM' or str(name).lower().endswith(('.dcm', '.dicom'))
 
 def _parse_dicom(data:bytes, name:str, stop_before_pixels:bool=False):
     "`(dataset, pydicom's warning or '')`; an `ImageLoadError` when it cannot be parsed."
