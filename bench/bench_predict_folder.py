@@ -28,7 +28,8 @@ def main(size=128, bs=16, images=48, reps=3, threads=1) -> int:
     from chexpert_nb.data import read_chexpert_csv
     from chexpert_nb.model import normalize_stats
     from chexpert_nb.testing import tiny_bundle
-    from chexpert_nb.predict import Predictor, predict_to_csv
+    from chexpert_nb.predict import Predictor
+    from chexpert_nb.batch import predict_to_csv
     header(f'Batch inference over a folder: DenseNet-121 at {size} px, batches of {bs}, CPU, '
            f'torch threads {torch.get_num_threads()}')
     tmp = Path(tempfile.mkdtemp())

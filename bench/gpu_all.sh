@@ -212,7 +212,7 @@ EOF
     "$PY" -m pip install -q --retries 0 --timeout 15 -e "$ROOT" || { note "missing $missing: no .whl for them and no index (bench/gpu_wheels.sh makes .whl)"; return 1; }
   fi
   "$PY" -c "
-import chexpert_nb, chexpert_nb.train, chexpert_nb.report, chexpert_nb.predict, chexpert_nb.sample
+import chexpert_nb, chexpert_nb.train, chexpert_nb.report, chexpert_nb.predict, chexpert_nb.batch, chexpert_nb.sample
 from pathlib import Path
 f = Path(chexpert_nb.__file__).resolve(); print('chexpert_nb from', f)
 assert f.is_relative_to(Path('$ROOT').resolve()), f'chexpert_nb is imported from {f}, not from this tree $ROOT'

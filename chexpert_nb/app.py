@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from .observations import COMPETITION_TASKS
 from .files import unique_names
 from .data import project_root
-from .bundle import list_models, unfinished_models, WEIGHTS_FILE
+from .bundle import list_models, unfinished_models, WEIGHTS_FILE, threshold_source, thresholds_text
 from .card import CARD_FILE, card_facts, model_card
 from .files import read_bytes
-from .predict import Predictor, threshold_source, thresholds_text
+from .predict import Predictor
 from .heatmaps import gradcam, overlay
 
 # %% auto #0

@@ -20,8 +20,8 @@ if TYPE_CHECKING: from torch import nn  # for annotations: torch is imported whe
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'ONNX_FILE', 'OOD_FILE', 'INCOMPLETE_FILE', 'CONFIG_MAX_MB',
            'WEIGHTS_MAX_MB', 'BundleError', 'BundleConfig', 'write_config', 'save_bundle', 'mark_complete',
-           'read_config', 'check_complete', 'load_weights', 'load_bundle', 'self_check', 'set_thresholds', 'is_bundle',
-           'list_models', 'unfinished_models']
+           'read_config', 'check_complete', 'load_weights', 'load_bundle', 'self_check', 'set_thresholds',
+           'threshold_source', 'thresholds_text', 'is_bundle', 'list_models', 'unfinished_models']
 
 # %% ../nbs/06_bundle.ipynb #f24c569f
 SCHEMA_VERSION = 4  # 1: the first bundles (no schema_version key); 2: typed config, per-observation threshold sources;
@@ -320,6 +320,33 @@ def set_thresholds(model_dir:str|Path, # the bundle to update
                                        'n_studies': (n_studies or {}).get(o), 'chosen_at': when}
     write_config(config, model_dir)
     return config
+
+# %% ../nbs/06_bundle.ipynb #8690367c
+def threshold_source(source:dict|None, # one entry of `config.threshold_sources`: method, csv, n_studies, chosen_at
+                     detail:bool=True, # add the number of studies and the date
+                    ) -> str:
+    "Where a threshold comes from, in words: the method and the labelled CSV that chose it."
+    if not source: return 'source not recorded'
+    text = f"chosen by {source.get('method') or 'an unrecorded method'}"
+    text += f" on {Path(str(source['csv'])).name}" if source.get('csv') else ' (no CSV recorded)'
+    if not detail: return text
+    more = [f"{source['n_studies']} studies" if source.get('n_studies') else '', source.get('chosen_at') or '']
+    return text + (f" ({', '.join(m for m in more if m)})" if any(more) else '')
+
+def thresholds_text(config, # a `BundleConfig` or its dict
+                    detail:bool=True) -> str: # as for `threshold_source`
+    "Which thresholds a bundle holds and which labelled sets chose them, in one line."
+    if hasattr(config, 'to_dict'): config = config.to_dict()
+    th, sources = config.get('thresholds') or {}, config.get('threshold_sources') or {}
+    if not th: return 'no thresholds saved (chexpert-evaluate chooses them on a labelled CSV)'
+    groups = {}  # one entry per method and CSV: the observations' studies and dates
+    for o in th: groups.setdefault(threshold_source(sources.get(o), detail=False), []).append(sources.get(o) or {})
+    def more(srcs):
+        n = sorted({s['n_studies'] for s in srcs if s.get('n_studies')}); at = max((s.get('chosen_at') or '' for s in srcs))
+        parts = [f"{n[0]}{'-' + str(n[-1]) if len(n) > 1 else ''} studies" if n else '', at]
+        return f" ({', '.join(p for p in parts if p)})" if detail and any(parts) else ''
+    how = [k + more(v) for k, v in sorted(groups.items())]
+    return f"thresholds saved for {len(th)} of {len(config.get('observations') or []) or 14} observations, {' / '.join(how)}"
 
 # %% ../nbs/06_bundle.ipynb #94ec599b
 def is_bundle(path:str|Path) -> bool:

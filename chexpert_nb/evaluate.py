@@ -22,7 +22,8 @@ from .calibration import (MIN_PER_CLASS, LOG_T_BOUND, expected_calibration_error
     with_calibration, crossfit_calibration)
 from .ood import in_distribution
 from .bundle import BundleConfig
-from .predict import Predictor, predict_files, aggregate_studies
+from .predict import Predictor, aggregate_studies
+from .batch import predict_files
 
 # %% auto #0
 __all__ = ['PAPER_AUROC', 'PAPER_NOTE', 'PHAM_2020_MEAN_AUROC', 'study_truth', 'choose_threshold', 'rates', 'heldout_thresholds',

@@ -122,7 +122,7 @@ def not_radiographs(seed:int=0, crops:int=6, pages:int=12, noise:int=6) -> dict:
             'documents': docs, 'noise': rough + smooth}
 
 # %% ../nbs/07_testing.ipynb #060a35d8
-def run_cli(main, # a command's function, e.g. `chexpert_nb.predict.predict_cli`
+def run_cli(main, # a command's function, e.g. `chexpert_nb.batch.predict_cli`
             *args, # its arguments (converted to str)
            ) -> tuple[int, str, str]:
     "`(exit status, stdout, stderr)` of `main([*args])` run in this process, as a subprocess would give them."

@@ -108,7 +108,7 @@ class _Run:
 
 def _cli(*args):
     "`chexpert-predict *args` in this process (`testing.run_cli`); the first check below runs in a fresh one."
-    from chexpert_nb.predict import predict_cli
+    from chexpert_nb.batch import predict_cli
     from chexpert_nb.testing import run_cli
     return _Run(*run_cli(predict_cli, *args))
 

@@ -9,7 +9,8 @@ from PIL import Image
 from chexpert_nb.observations import OBSERVATIONS
 from chexpert_nb.sample import draw_synthetic
 from chexpert_nb.images import make_dicom
-from chexpert_nb.predict import Predictor, predict_files, predict_to_csv
+from chexpert_nb.predict import Predictor
+from chexpert_nb.batch import predict_files, predict_to_csv
 from chexpert_nb.testing import tiny_bundle
 from conftest import NIH
 

@@ -6,7 +6,8 @@ from PIL import Image
 from chexpert_nb.observations import OBSERVATIONS
 from chexpert_nb.data import read_chexpert_csv
 from chexpert_nb.images import ImageLoadError, load_image, make_dicom
-from chexpert_nb.predict import Predictor, predict_cli
+from chexpert_nb.predict import Predictor
+from chexpert_nb.batch import predict_cli
 from chexpert_nb.testing import run_cli
 
 BIN = Path(sys.executable).parent
@@ -236,7 +237,7 @@ def test_one_bad_dicom_costs_a_study_nothing(tiny_model):
 def test_find_images_counts_an_unreadable_folder(tmp_path, monkeypatch):
     "A folder that cannot be listed is counted, not ignored (simulated: as root, permissions do not stop a listing)."
     from collections import Counter
-    from chexpert_nb.predict import find_images, skipped_text
+    from chexpert_nb.batch import find_images, skipped_text
     (tmp_path/'ok').mkdir(); (tmp_path/'locked').mkdir()
     Image.new('L', (8, 8)).save(tmp_path/'ok'/'a.png'); (tmp_path/'ok'/'b.gif').write_bytes(b'GIF89a')
     scandir = os.scandir
