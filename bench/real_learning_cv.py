@@ -31,7 +31,9 @@ ARMS = {'lite0-pretrained': dict(arch='efficientnet_lite0', pretrained=True),
         'densenet121-scratch': dict(arch='densenet121', pretrained=False),
         'lite0-scratch': dict(arch='efficientnet_lite0', pretrained=False),
         'lite0-pretrained-linear': dict(arch='efficientnet_lite0', pretrained=True, head='linear'),
-        'densenet121-scratch-linear': dict(arch='densenet121', pretrained=False, head='linear')}
+        'densenet121-scratch-linear': dict(arch='densenet121', pretrained=False, head='linear'),
+        'lite0-pretrained-linear-256': dict(arch='efficientnet_lite0', pretrained=True, head='linear', size=256),
+        'lite0-pretrained-linear-224': dict(arch='efficientnet_lite0', pretrained=True, head='linear', size=224)}
 PAIRS = [('lite0-pretrained', 'densenet121-scratch'), ('lite0-pretrained', 'lite0-scratch'),
          ('lite0-pretrained-linear', 'lite0-pretrained'), ('lite0-pretrained-linear', 'densenet121-scratch'),
          ('densenet121-scratch-linear', 'densenet121-scratch'), ('lite0-pretrained-linear', 'densenet121-scratch-linear')]
@@ -66,7 +68,7 @@ def write_folds(k:int) -> list[Path]:
 def run_fold(arm:str, root:Path, workdir:Path) -> dict:
     "Train `arm` on root/train.csv (train() splits off its own 10% validation patients), score root/test.csv."
     from chexpert_nb.data import read_chexpert_csv
-    r = RL.run_ours(f"{arm}-{root.name}", workdir, data=str(root), **COMMON, **ARMS[arm])
+    r = RL.run_ours(f"{arm}-{root.name}", workdir, data=str(root), **{**COMMON, **ARMS[arm]})
     test = read_chexpert_csv(root/'test.csv', root=root, layout='flat', patient=RL.PATIENT)
     probs = RL.ours_probs(Path(r['out']), root/'test.csv').reindex(test['file'])
     if probs.isna().all(axis=1).any(): raise RuntimeError(f"{arm} {root.name}: images without probabilities")
