@@ -35,6 +35,7 @@ def test_help_lists_every_field_with_its_default_and_choices(monkeypatch):
     r = subprocess.run([sys.executable, '-m', 'chexpert_nb.train', '--help'], capture_output=True, text=True,
                        env={**os.environ, 'COLUMNS': '200'})  # as `accelerate launch -m` runs it: the same help
     assert 'images are squished to size x size (default: 320)' in r.stdout, r.stdout[-2000:]
+    assert r.stderr == '', r.stderr  # fastai's import-time FutureWarning (torch.jit.script) is not the user's to read
 
 @pytest.mark.parametrize('arch', ['efficientnet_b0', 'vgg16', 'DenseNet121'])
 def test_an_unsupported_arch_fails_before_any_data_listing_the_supported(arch, tmp_path, monkeypatch):
