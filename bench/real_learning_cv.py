@@ -33,7 +33,8 @@ ARMS = {'lite0-pretrained': dict(arch='efficientnet_lite0', pretrained=True),
         'lite0-pretrained-linear': dict(arch='efficientnet_lite0', pretrained=True, head='linear'),
         'densenet121-scratch-linear': dict(arch='densenet121', pretrained=False, head='linear'),
         'lite0-pretrained-linear-256': dict(arch='efficientnet_lite0', pretrained=True, head='linear', size=256),
-        'lite0-pretrained-linear-224': dict(arch='efficientnet_lite0', pretrained=True, head='linear', size=224)}
+        'lite0-pretrained-linear-224': dict(arch='efficientnet_lite0', pretrained=True, head='linear', size=224),
+        'lite0-pretrained-linear-noaug': dict(arch='efficientnet_lite0', pretrained=True, head='linear', augment=False)}
 PAIRS = [('lite0-pretrained', 'densenet121-scratch'), ('lite0-pretrained', 'lite0-scratch'),
          ('lite0-pretrained-linear', 'lite0-pretrained'), ('lite0-pretrained-linear', 'densenet121-scratch'),
          ('densenet121-scratch-linear', 'densenet121-scratch'), ('lite0-pretrained-linear', 'densenet121-scratch-linear')]
