@@ -37,7 +37,10 @@ ARMS = {'lite0-pretrained': dict(arch='efficientnet_lite0', pretrained=True),
         'lite0-pretrained-linear-noaug': dict(arch='efficientnet_lite0', pretrained=True, head='linear', augment=False)}
 PAIRS = [('lite0-pretrained', 'densenet121-scratch'), ('lite0-pretrained', 'lite0-scratch'),
          ('lite0-pretrained-linear', 'lite0-pretrained'), ('lite0-pretrained-linear', 'densenet121-scratch'),
-         ('densenet121-scratch-linear', 'densenet121-scratch'), ('lite0-pretrained-linear', 'densenet121-scratch-linear')]
+         ('densenet121-scratch-linear', 'densenet121-scratch'), ('lite0-pretrained-linear', 'densenet121-scratch-linear'),
+         ('lite0-pretrained-linear-224', 'lite0-pretrained-linear'), ('lite0-pretrained-linear-256', 'lite0-pretrained-linear'),
+         ('lite0-pretrained-linear-noaug', 'lite0-pretrained-linear'), ('lite0-pretrained-linear-224', 'densenet121-scratch-linear'),
+         ('lite0-pretrained-linear-256', 'densenet121-scratch-linear')]
 
 
 def fold_of(patients, k:int, seed:int=RL.SEED):
@@ -81,10 +84,11 @@ def run_fold(arm:str, root:Path, workdir:Path) -> dict:
 def report(docs:list[dict], n_boot:int=1000):
     "Pool each arm's folds (all 1,201 images), then per-observation and mean AUROC with patient intervals and paired differences."
     import numpy as np
-    from chexpert_nb.observations import NIH_OBSERVATIONS
+    from chexpert_nb.observations import NIH_OBSERVATIONS, OBSERVATIONS
     df = RL.union_frame()
     index = {rel: i for i, rel in enumerate(df['rel'])}  # set/images/name, as `run_fold` keys its files
-    probs, seconds, folds = {}, {}, {}
+    probs, seconds, folds, per_fold_auroc = {}, {}, {}, {}
+    truth, cols = RL.truth_of(df), [OBSERVATIONS.index(o) for o in NIH_OBSERVATIONS]
     for doc in docs:
         for arm, per_fold in doc['arms'].items():
             if arm in probs: raise ValueError(f"arm {arm} is in two of the files given")
@@ -93,6 +97,8 @@ def report(docs:list[dict], n_boot:int=1000):
             if np.isnan(p).all(axis=1).any():
                 print(f"(skipping {arm}: {len(per_fold)} of {doc['folds']} folds done)"); continue
             probs[arm], folds[arm] = p, len(per_fold)
+            per_fold_auroc[arm] = [np.mean([RL._auc(truth[ix, c], p[ix, c]) for c in cols])  # each fold's model on its own images
+                                   for ix in ([index[f] for f in r['files']] for _, r in sorted(per_fold.items()))]
             seconds[arm] = sum(r['seconds'] for r in per_fold.values())
     scores = RL.patient_bootstrap(probs, RL.truth_of(df), df['patient'].to_numpy(), list(NIH_OBSERVATIONS), n_boot=n_boot)
     print(f"out-of-fold, {len(df)} images of {df['patient'].nunique()} patients; AUROC [95% CI over patients, {n_boot} resamples]")
@@ -100,7 +106,8 @@ def report(docs:list[dict], n_boot:int=1000):
         print(f"  {o:<18}" + ''.join(f"{a}: {s['per_observation'][o]['auroc']:.3f}  " for a, s in scores.items()))
     for a, s in scores.items():
         print(f"{a:<26} mean AUROC {s['mean']:.3f} [{s['mean_ci'][0]:.3f}, {s['mean_ci'][1]:.3f}]  "
-              f"{folds[a]} folds, train {seconds[a]:.0f} s in all")
+              f"{folds[a]} folds, train {seconds[a]:.0f} s in all; within each fold: "
+              + ', '.join(f"{v:.3f}" for v in per_fold_auroc[a]))
     for a, b in PAIRS:
         if a in scores and b in scores:
             d = RL.paired_difference(scores, a, b)
