@@ -78,7 +78,7 @@ def head_params(model_dir:str|Path, config:BundleConfig) -> dict:
     if t[last].ndim != 2 or t[last].shape[0] != config.n_outputs: raise BundleError(
         f"{path}: tensor {last} has shape {t[last].shape}, not that of a {config.head!r} head's last Linear to {config.n_outputs} "
         "outputs (the config's): the weights are not this config's; restore them or use the torch engine.")
-    if config.head == 'linear': return dict(W=t['1.2.weight'])
+    if config.head == 'linear': return dict(W=t[last])  # its only tensor
     def affine(i):  # BatchNorm1d in evaluation mode: x * scale + shift (eps 1e-5, torch's default)
         scale = t[f'1.{i}.weight'] / np.sqrt(t[f'1.{i}.running_var'] + 1e-5)
         return scale, t[f'1.{i}.bias'] - t[f'1.{i}.running_mean'] * scale

@@ -17,8 +17,8 @@ from .model import build_model, normalize_stats
 from .bundle import BundleConfig, save_bundle
 
 # %% auto #0
-__all__ = ['NOT_RADIOGRAPH_DICOMS', 'TinyNet', 'tiny_bundle', 'random_batchnorm', 'simulate_scores', 'free_port', 'listening',
-           'not_radiographs', 'run_cli']
+__all__ = ['NOT_RADIOGRAPH_DICOMS', 'TinyNet', 'square', 'tiny_bundle', 'random_batchnorm', 'simulate_scores', 'free_port',
+           'listening', 'not_radiographs', 'run_cli']
 
 # %% ../nbs/07_testing.ipynb #512ffb7b
 class TinyNet(torch.nn.Sequential):
@@ -32,6 +32,12 @@ class TinyNet(torch.nn.Sequential):
     def features(self): return self[0][0]  # the convolution
     @property
     def classifier(self): return self[1][2]  # the linear layer
+
+# %% ../nbs/07_testing.ipynb #0e6b6e5a
+def square(bright:int=255, size:int=128, side:int=40):
+    "A black 8-bit grayscale PIL image of `size` px with a `bright` square of `side` px near its upper left corner."
+    from PIL import Image
+    a = np.zeros((size, size), np.uint8); a[10:10 + side, 10:10 + side] = bright; return Image.fromarray(a)
 
 # %% ../nbs/07_testing.ipynb #bdda321d
 def tiny_bundle(model_dir:str|Path, # the folder to write (created)
