@@ -132,8 +132,9 @@ def main(argv=None) -> int:
         report([json.loads(Path(f).read_text()) for f in args.report])
         return 0
     import torch
-    import chexpert_nb.train, chexpert_nb.evaluate  # noqa: F401 -- all of the library at start: an hour-long run must not mix
-    torch.set_num_threads(args.threads)               # the code it began with and code changed meanwhile (one fold was lost so)
+    # All of the library at start: an hour-long run must not mix the code it began with and code changed meanwhile.
+    import chexpert_nb.train, chexpert_nb.evaluate  # noqa: F401
+    torch.set_num_threads(args.threads)
     arms = [a.strip() for a in args.arms.split(',') if a.strip()]
     if bad := [a for a in arms if a not in ARMS]: p.error(f"unknown arm(s) {bad}: choose from {', '.join(ARMS)}")
     header(f"Real learning, {args.folds}-fold cross-validation by patient: {', '.join(arms)}; {COMMON}; "
